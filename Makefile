@@ -1,0 +1,51 @@
+# Two commands: `make run` (set up, generate sample data, materialize the graph, print a summary)
+# and `make test`. Everything else is a convenience.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export DAGSTER_HOME  ?= $(CURDIR)/.dagster_home
+export LHC_DATA_ROOT ?= $(CURDIR)/data
+
+.PHONY: install run test test-fast ui lint bench clean check-java
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip<25"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+check-java:
+	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark. On Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "Java " $$2 " found; Spark 4 needs Java 17+"; exit 1 } }'
+
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\n' > $@
+
+run: install check-java $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/lhc-run
+
+test: install check-java
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: install check-java $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $${LHC_UI_PORT:-3000} -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install check-java
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(DAGSTER_HOME) .pytest_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""Where everything lives on disk: one data root, a fixed layout below it.
+
+::
+
+    <root>/incoming/<sample>/*.root        input Delphes files (the directory gives the label)
+    <root>/warehouse/<asset>/<partition>/  Parquet tables written by the assets
+    <root>/models/                         trained model artifacts
+    <root>/reports/                        evaluation reports and figures
+
+The root defaults to ``./data`` and is overridden by the ``LHC_DATA_ROOT`` environment variable
+or by Dagster resource config. On a cluster it is a path every executor sees (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from lhc_assets.physics.schema import SAMPLES
+
+DATA_ROOT_ENV = "LHC_DATA_ROOT"
+DEFAULT_DATA_ROOT = "data"
+
+
+class StorageResource(ConfigurableResource):
+    """The on-disk layout under one data root."""
+
+    root: str = Field(default=DEFAULT_DATA_ROOT, description="Data root directory (absolute or relative to cwd).")
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    @property
+    def incoming(self) -> Path:
+        return self.root_path / "incoming"
+
+    def incoming_dir(self, sample: str) -> Path:
+        if sample not in SAMPLES:
+            raise ValueError(f"unknown sample {sample!r}; expected one of {sorted(SAMPLES)}")
+        return self.incoming / sample
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root_path / "warehouse"
+
+    @property
+    def models(self) -> Path:
+        return self.root_path / "models"
+
+    @property
+    def reports(self) -> Path:
+        return self.root_path / "reports"
+
+    def asset_dir(self, asset_name: str) -> Path:
+        """Directory holding every partition of one asset's table."""
+        if not asset_name or "/" in asset_name or asset_name.startswith("."):
+            raise ValueError(f"invalid asset name for a path: {asset_name!r}")
+        return self.warehouse / asset_name
+
+    def ensure_layout(self) -> None:
+        """Create the top-level directories (idempotent)."""
+        for d in (*(self.incoming_dir(s) for s in SAMPLES), self.warehouse, self.models, self.reports):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def storage_from_env() -> StorageResource:
+    """The storage resource configured from ``LHC_DATA_ROOT`` (default ``./data``)."""
+    return StorageResource(root=os.environ.get(DATA_ROOT_ENV, DEFAULT_DATA_ROOT))

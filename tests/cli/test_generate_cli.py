@@ -1,0 +1,110 @@
+"""``lhc-generate``: outputs, idempotence, clear errors, no half-written files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from lhc_assets.cli.generate import main
+from lhc_assets.physics.generator import generate_file_batches
+from lhc_assets.physics.rootio import write_delphes_file
+
+
+def _all_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_writes_one_file_per_sample_and_index(tmp_path, capsys):
+    rc = main(["--out", str(tmp_path), "--events-per-file", "40", "--files-per-sample", "2",
+               "--seed", "3", "--samples", "ttbar,wjets", "--quiet"])
+    assert rc == 0
+    names = [p.relative_to(tmp_path).as_posix() for p in _all_files(tmp_path)]
+    assert names == ["ttbar/ttbar_seed3_0000.root", "ttbar/ttbar_seed3_0001.root",
+                     "wjets/wjets_seed3_0000.root", "wjets/wjets_seed3_0001.root"]
+    for p in _all_files(tmp_path):
+        assert uproot.open(p)["Delphes"].num_entries == 40
+        assert p.stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
+
+
+def test_skip_existing_keeps_finished_files(tmp_path):
+    args = ["--out", str(tmp_path), "--events-per-file", "20", "--files-per-sample", "1", "--seed", "1",
+            "--samples", "qcd", "--quiet"]
+    assert main(args) == 0
+    f = tmp_path / "qcd" / "qcd_seed1_0000.root"
+    before = f.stat().st_mtime_ns
+    assert main([*args, "--skip-existing", "--files-per-sample", "2"]) == 0
+    assert f.stat().st_mtime_ns == before
+    assert (tmp_path / "qcd" / "qcd_seed1_0001.root").exists()
+
+
+def test_parallel_jobs_write_the_same_events_as_serial(tmp_path):
+    common = ["--events-per-file", "30", "--files-per-sample", "2", "--seed", "9", "--samples", "wjets", "--quiet"]
+    assert main(["--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--jobs", "2", *common]) == 0
+    for name in ("wjets_seed9_0000.root", "wjets_seed9_0001.root"):
+        a = uproot.open(tmp_path / "a" / "wjets" / name)["Delphes"]["EFlowTrack.PT"].array(library="np")
+        b = uproot.open(tmp_path / "b" / "wjets" / name)["Delphes"]["EFlowTrack.PT"].array(library="np")
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--events-per-file", "-5", "--events-per-file: must be at least 1, got -5"),
+        ("--files-per-sample", "0", "--files-per-sample: must be at least 1, got 0"),
+        ("--seed", "-1", "--seed: must not be negative"),
+        ("--events-per-file", "ten", "expected a whole number"),
+        ("--samples", "qcd,zjets", "unknown sample"),
+    ],
+)
+def test_bad_options_exit_2_with_a_clear_message(tmp_path, option, value, message):
+    args = {"--out": str(tmp_path / "out"), "--events-per-file": "10", "--files-per-sample": "1", "--seed": "1"}
+    args[option] = value
+    proc = subprocess.run(
+        [sys.executable, "-m", "lhc_assets.cli.generate", *[x for kv in args.items() for x in kv]],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "out").exists() or not _all_files(tmp_path / "out")
+
+
+def test_unwritable_output_directory_is_reported(tmp_path, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    rc = main(["--out", str(blocker / "data"), "--events-per-file", "5", "--files-per-sample", "1", "--seed", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "cannot write to" in err and str(blocker / "data") in err
+
+
+def test_failed_write_leaves_no_file_behind(tmp_path):
+    target = tmp_path / "qcd_seed1_0000.root"
+
+    def batches():
+        yield from generate_file_batches("qcd", 10, 1, 0)
+        raise RuntimeError("disk full (simulated)")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_delphes_file(target, batches())
+    assert _all_files(tmp_path) == []
+
+
+def test_failed_rewrite_keeps_the_previous_good_file(tmp_path):
+    target = tmp_path / "wjets_seed1_0000.root"
+    write_delphes_file(target, generate_file_batches("wjets", 10, 1, 0))
+    good = target.read_bytes()
+
+    def batches():
+        yield from generate_file_batches("wjets", 10, 2, 0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_delphes_file(target, batches())
+    assert target.read_bytes() == good
+    assert _all_files(tmp_path) == [target]

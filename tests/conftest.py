@@ -1,0 +1,42 @@
+"""Shared fixtures. Spark starts one JVM per process, so there is one session-scoped SparkSession."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lhc_assets.physics.generator import generate_file_batches
+from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.schema import SAMPLES
+
+SAMPLE_EVENTS = 800
+SAMPLE_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def generated_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One generated Delphes file per sample (800 events each), shared by the whole session."""
+    root = tmp_path_factory.mktemp("incoming")
+    out = {}
+    for sample in SAMPLES:
+        (root / sample).mkdir()
+        path = root / sample / f"{sample}_seed{SAMPLE_SEED}_0000.root"
+        write_delphes_file(path, generate_file_batches(sample, SAMPLE_EVENTS, SAMPLE_SEED, 0))
+        out[sample] = path
+    return out
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator:
+    """The test session's one SparkSession, built by the project's Spark resource."""
+    from resources.spark import SparkResource
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    resource = SparkResource(master="local[2]", driver_memory="2g", conf={"spark.sql.shuffle.partitions": "2"})
+    session = resource.get_session()
+    yield session
+    session.stop()
