@@ -58,6 +58,8 @@ class SparkResource(ConfigurableResource):
             "spark.pyspark.driver.python": sys.executable,
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             "spark.sql.session.timeZone": "UTC",
+            # Events are large (about 1,500 particles): keep Arrow batches to Python workers moderate.
+            "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
             # Small default suited to one machine; clusters override through conf.
             "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
         }

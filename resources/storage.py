@@ -61,6 +61,22 @@ class StorageResource(ConfigurableResource):
             raise ValueError(f"invalid asset name for a path: {asset_name!r}")
         return self.warehouse / asset_name
 
+    def input_files(self) -> dict[str, tuple[str, Path]]:
+        """Every visible input file by partition key: key -> (sample, path). Unsupported names are skipped."""
+        from lhc_assets.physics.partition_keys import UnsupportedFileName, partition_key
+
+        found: dict[str, tuple[str, Path]] = {}
+        for sample in SAMPLES:
+            directory = self.incoming_dir(sample)
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.glob("*.root")):
+                try:
+                    found[partition_key(sample, path.name)] = (sample, path)
+                except UnsupportedFileName:
+                    continue
+        return found
+
     def ensure_layout(self) -> None:
         """Create the top-level directories (idempotent)."""
         for d in (*(self.incoming_dir(s) for s in SAMPLES), self.warehouse, self.models, self.reports):

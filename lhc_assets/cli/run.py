@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from lhc_assets.cli import generate
 from lhc_assets.physics.schema import SAMPLES
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     storage = storage_from_env()
     storage.ensure_layout()
     print(f"data root: {storage.root_path}")
@@ -45,19 +50,86 @@ def main(argv: list[str] | None = None) -> int:
     if rc:
         return rc
 
-    from lhc_assets.definitions import defs
-
-    specs = list(defs.resolve_all_asset_specs())
-    if not specs:
-        print("asset graph: no assets defined yet; nothing to materialize")
+    ok = materialize_ingestion(storage)
 
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
-    print(f"  {'sample':8s} {'files':>5s} {'size MB':>8s}")
+    print_summary(storage)
+    return 0 if ok else 1
+
+
+def _contiguous_runs(ordered: list[str], wanted: set[str]) -> list[tuple[str, str]]:
+    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order."""
+    runs, start, prev = [], None, None
+    for key in ordered:
+        if key in wanted:
+            start = key if start is None else start
+            prev = key
+        elif start is not None:
+            runs.append((start, prev))
+            start = None
+    if start is not None:
+        runs.append((start, prev))
+    return runs
+
+
+def materialize_ingestion(storage) -> bool:
+    """Register every input file as a partition and materialize the ingestion graph where it is missing."""
+    from dagster import AssetKey, DagsterInstance
+
+    from lhc_assets.assets.ingestion import delphes_files
+    from lhc_assets.definitions import defs
+
+    instance = DagsterInstance.get()
+    keys = sorted(storage.input_files())
+    known = set(instance.get_dynamic_partitions(delphes_files.name))
+    new = [k for k in keys if k not in known]
+    if new:
+        instance.add_dynamic_partitions(delphes_files.name, new)
+    ordered = instance.get_dynamic_partitions(delphes_files.name)
+    done = set.intersection(*(
+        set(instance.get_materialized_partitions(AssetKey(a))) for a in ("raw_events", "hlf_features", "llf_features")
+    ))
+    missing = set(keys) - done
+    if not missing:
+        print(f"ingestion: all {len(keys)} partitions already materialized")
+        return True
+    job = defs.get_job_def("ingestion_job")
+    ok = True
+    for first, last in _contiguous_runs(ordered, missing):
+        print(f"ingestion: materializing partitions {first} ... {last}")
+        result = job.execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            raise_on_error=False,
+        )
+        if not result.success:
+            ok = False
+            for event in result.all_events:
+                if event.is_step_failure:
+                    print(f"  FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
+    return ok
+
+
+def print_summary(storage) -> None:
+    import pyarrow.parquet as pq
+
+    from resources.io_manager import current_version
+
+    def rows(asset: str, key: str) -> int:
+        from lhc_assets.physics.partition_keys import key_path
+
+        path = current_version(storage.asset_dir(asset) / key_path(key))
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet")) if path else 0
+
+    inputs = storage.input_files()
+    print(f"  {'sample':8s} {'files':>5s} {'events':>8s} {'selected':>9s} {'efficiency':>10s}")
     for sample in SAMPLES:
-        files = sorted(storage.incoming_dir(sample).glob("*.root"))
-        size = sum(f.stat().st_size for f in files) / 1e6
-        print(f"  {sample:8s} {len(files):5d} {size:8.1f}")
-    return 0
+        keys = [k for k, (s, _) in inputs.items() if s == sample]
+        read = sum(rows("raw_events", k) for k in keys)
+        selected = sum(rows("hlf_features", k) for k in keys)
+        eff = f"{selected / read:.3f}" if read else "-"
+        print(f"  {sample:8s} {len(keys):5d} {read:8d} {selected:9d} {eff:>10s}")
+    print(f"  warehouse: {storage.warehouse}")
 
 
 if __name__ == "__main__":

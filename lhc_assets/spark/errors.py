@@ -1,0 +1,18 @@
+"""Turning Spark's wrapped Python/Java exceptions back into the message that matters."""
+
+from __future__ import annotations
+
+import re
+
+_INPUT_ERROR = re.compile(r"DelphesInputError: (?P<msg>[^\n]+)")
+
+
+def input_error_message(exc: BaseException) -> str | None:
+    """The ``DelphesInputError`` message raised inside a Spark task, if that is what failed."""
+    text = f"{exc}"
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        text += f"\n{cause}"
+        cause = cause.__cause__ or cause.__context__
+    m = _INPUT_ERROR.search(text)
+    return m["msg"].strip() if m else None
