@@ -29,3 +29,27 @@ def test_dagster_definitions_validate_passes(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful for code location lhc_assets" in proc.stdout + proc.stderr
+
+
+def test_ingestion_graph_is_defined_with_per_file_partitions():
+    from dagster import AssetKey
+
+    from lhc_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for name, group in (("raw_events", "ingestion"), ("hlf_features", "features"), ("llf_features", "features")):
+        node = graph.get(AssetKey(name))
+        assert node.group_name == group
+        assert node.partitions_def.name == "delphes_files"
+    assert graph.get(AssetKey("hlf_features")).parent_keys == {AssetKey("raw_events")}
+    for job in ("raw_events_job", "features_job", "ingestion_job"):
+        assert defs.get_job_def(job).partitions_def.name == "delphes_files"
+
+
+def test_contiguous_partition_ranges_cover_exactly_the_missing_keys():
+    from lhc_assets.cli.run import _contiguous_runs
+
+    order = ["a", "b", "c", "d", "e"]
+    assert _contiguous_runs(order, {"a", "b", "d"}) == [("a", "b"), ("d", "d")]
+    assert _contiguous_runs(order, set(order)) == [("a", "e")]
+    assert _contiguous_runs(order, set()) == []

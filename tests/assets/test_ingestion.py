@@ -1,0 +1,144 @@
+"""The ingestion graph materialized for real: Spark session, Dagster instance, generated ROOT files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dagster import AssetKey
+
+from lhc_assets.physics import features as K
+from lhc_assets.physics.delphes_reader import inspect_file, read_batches
+from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS
+from tests.assets.conftest import failure_messages
+from tests.physics import badfiles
+
+pytestmark = pytest.mark.slow
+ASSETS = ("raw_events", "hlf_features", "llf_features")
+
+
+def _metadata(platform, asset: str, key: str) -> dict:
+    rec = platform.instance.fetch_materializations(AssetKey(asset), limit=100).records
+    mats = [r.asset_materialization for r in rec if r.asset_materialization.partition == key]
+    assert mats, f"no materialization of {asset} {key}"
+    return {k: v.value for k, v in mats[0].metadata.items()}
+
+
+def test_one_partition_end_to_end(platform, generated_files):
+    key = platform.add_file("ttbar", generated_files["ttbar"])
+    result = platform.materialize([key])
+    assert result.success, failure_messages(result)
+
+    raw = platform.table("raw_events", key)
+    assert raw.num_rows == 800
+    assert raw.column("entry").to_pylist() == list(range(800))
+    assert set(raw.column("partition_key").to_pylist()) == {key}
+    assert set(raw.column("label").to_pylist()) == {1}
+
+    # The Spark output equals the kernels run directly on the file.
+    path = str(generated_files["ttbar"])
+    batch = next(read_batches(path, "ttbar", key, 0, inspect_file(path).num_entries, step=10_000))
+    expected_hlf, reason = K.hlf_table(batch)
+    expected_llf, _ = K.llf_table(batch)
+    hlf = platform.table("hlf_features", key)
+    llf = platform.table("llf_features", key)
+    for c in ("entry", *HLF_COLUMNS):
+        np.testing.assert_array_equal(hlf.column(c).to_numpy(), expected_hlf.column(c).to_numpy(), err_msg=c)
+    assert llf.column("llf").to_pylist()[:5] == expected_llf.column("llf").to_pylist()[:5]
+    assert llf.column("n_particles").to_pylist() == expected_llf.column("n_particles").to_pylist()
+
+    meta = _metadata(platform, "hlf_features", key)
+    assert meta["events_read"] == 800
+    assert meta["events_selected"] == hlf.num_rows == int(np.sum(reason == 0))
+    assert meta[f"dropped_{DROP_NO_LEPTON}"] + meta[f"dropped_{DROP_NOT_ISOLATED}"] == 800 - hlf.num_rows
+    assert meta["selection_efficiency"] == pytest.approx(hlf.num_rows / 800, abs=1e-4)
+    assert meta["rows_written"] == hlf.num_rows
+    assert meta["path"] == str(platform.version("hlf_features", key))
+    assert _metadata(platform, "raw_events", key)["events_read"] == 800
+
+
+def test_list_of_partitions_in_one_run_and_loading_them_as_one_dataframe(platform, generated_files):
+    keys = [platform.add_file(s, p) for s, p in generated_files.items()]
+    result = platform.materialize(keys)
+    assert result.success, failure_messages(result)
+    for key in keys:
+        for asset in ASSETS:
+            assert platform.version(asset, key) is not None
+        assert set(platform.table("hlf_features", key).column("partition_key").to_pylist()) <= {key}
+    df = platform.io.load("hlf_features", keys)
+    counts = {r["sample"]: r["count"] for r in df.groupBy("sample").count().collect()}
+    assert counts == {s: platform.table("hlf_features", k).num_rows for s, k in zip(generated_files, keys, strict=True)}
+    materialized = platform.instance.get_materialized_partitions(AssetKey("llf_features"))
+    assert set(keys) <= set(materialized)
+
+
+def test_rematerializing_a_partition_replaces_it_without_duplicates(platform, generated_files):
+    key = platform.add_file("wjets", generated_files["wjets"])
+    assert platform.materialize([key]).success
+    first = {a: platform.version(a, key) for a in ASSETS}
+    rows = {a: platform.table(a, key).num_rows for a in ASSETS}
+    assert platform.materialize([key]).success
+    for a in ASSETS:
+        v = platform.version(a, key)
+        assert v != first[a] and not first[a].exists()  # new version published, old one removed
+        assert platform.table(a, key).num_rows == rows[a]
+        assert [p.name for p in v.parent.iterdir() if p.name.startswith("v-")] == [v.name]
+
+
+BAD_INPUTS = [
+    ("zero_byte", badfiles.zero_byte, "empty file (0 bytes)"),
+    ("not_root", badfiles.not_root, "not a readable ROOT file"),
+    ("no_tree", badfiles.without_delphes_tree, "no TTree 'Delphes'"),
+    ("missing_branches", badfiles.missing_branches, "missing branches in tree 'Delphes': MuonTight.PT"),
+    ("empty_tree", badfiles.empty_tree, "has no events"),
+    ("nan", badfiles.with_nan, "NaN/inf value(s)"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_fails_only_its_partition_with_a_clear_message(platform, generated_files, name, make, message):
+    good = platform.add_file("ttbar", generated_files["ttbar"])
+    assert platform.materialize([good]).success
+    before = {a: platform.version(a, good) for a in ASSETS}
+
+    bad = platform.add_file("ttbar", name=f"bad_{name}.root", maker=make)
+    result = platform.materialize([bad])
+    assert not result.success
+    text = failure_messages(result)
+    assert f"bad_{name}.root" in text and message in text, text
+    for a in ASSETS:
+        assert platform.version(a, bad) is None
+        assert platform.version(a, good) == before[a] and before[a].is_dir()
+    # No staging debris is left behind.
+    assert not list((platform.root / "warehouse").glob("*/.staging-*"))
+
+
+def test_truncated_file_fails_its_partition(platform, generated_files):
+    bad = platform.add_file("qcd", name="cut.root", maker=lambda p: badfiles.truncated(p, generated_files["qcd"]))
+    result = platform.materialize([bad])
+    assert not result.success
+    assert "cut.root" in failure_messages(result)
+
+
+def test_failed_run_over_several_partitions_keeps_previous_versions(platform, generated_files):
+    good = platform.add_file("ttbar", generated_files["ttbar"])
+    assert platform.materialize([good]).success
+    before = platform.version("raw_events", good)
+    platform.add_file("ttbar", name="zz_nan.root", maker=badfiles.with_nan)
+    result = platform.materialize([good, "ttbar/zz_nan"])
+    assert not result.success
+    assert "zz_nan.root" in failure_messages(result)
+    assert platform.version("raw_events", good) == before
+
+
+def test_file_whose_events_all_fail_selection_succeeds_with_zero_rows(platform):
+    key = platform.add_file("qcd", name="no_leptons.root", maker=badfiles.all_fail_selection)
+    result = platform.materialize([key])
+    assert result.success, failure_messages(result)
+    assert platform.table("raw_events", key).num_rows == 40
+    assert platform.table("hlf_features", key).num_rows == 0
+    assert platform.table("llf_features", key).num_rows == 0
+    meta = _metadata(platform, "hlf_features", key)
+    assert meta["events_selected"] == 0 and meta[f"dropped_{DROP_NO_LEPTON}"] == 40
+    logs = platform.instance.all_logs(result.run_id)
+    warnings = [e for e in logs if "none of its 40 events passed" in e.user_message]
+    assert warnings
