@@ -60,6 +60,9 @@ class SparkResource(ConfigurableResource):
             "spark.sql.session.timeZone": "UTC",
             # Events are large (about 1,500 particles): keep Arrow batches to Python workers moderate.
             "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
+            # The vectorized Parquet reader batches 4,096 rows by default: with ~7,000 array values per
+            # event that is ~100 MB per column batch and runs a small heap out of memory.
+            "spark.sql.parquet.columnarReaderBatchSize": "256",
             # Small default suited to one machine; clusters override through conf.
             "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
         }

@@ -54,36 +54,30 @@ def _cone_sums_brute(eta, phi, c_eta, c_phi, c_pt, c_kind, lo, hi, out):
             out[c_kind[j]] += c_pt[j]
 
 
-@numba.njit(cache=True)
-def _gather_candidates(e, trk_off, trk_pt, trk_eta, trk_phi, ph_off, ph_et, ph_eta, ph_phi,
-                       nh_off, nh_et, nh_eta, nh_phi, c_eta, c_phi, c_pt, c_kind, c_src):
-    """Candidates of event e (tracks, photons, neutral hadrons above threshold) into scratch arrays."""
-    n = 0
-    for i in range(trk_off[e], trk_off[e + 1]):
-        if trk_pt[i] > S.TRACK_MIN_PT:
-            c_eta[n] = trk_eta[i]
-            c_phi[n] = trk_phi[i]
-            c_pt[n] = trk_pt[i]
-            c_kind[n] = 0
-            c_src[n] = i
-            n += 1
-    for i in range(ph_off[e], ph_off[e + 1]):
-        if ph_et[i] > S.PHOTON_MIN_ET:
-            c_eta[n] = ph_eta[i]
-            c_phi[n] = ph_phi[i]
-            c_pt[n] = ph_et[i]
-            c_kind[n] = 1
-            c_src[n] = i
-            n += 1
-    for i in range(nh_off[e], nh_off[e + 1]):
-        if nh_et[i] > S.NEUTRAL_MIN_ET:
-            c_eta[n] = nh_eta[i]
-            c_phi[n] = nh_phi[i]
-            c_pt[n] = nh_et[i]
-            c_kind[n] = 2
+@numba.njit(cache=True, inline="always")
+def _append_candidates(n, lo, hi, pt, eta, phi, threshold, kind, c_eta, c_phi, c_pt, c_kind, c_src):
+    for i in range(lo, hi):
+        if pt[i] > threshold:
+            c_eta[n] = eta[i]
+            c_phi[n] = phi[i]
+            c_pt[n] = pt[i]
+            c_kind[n] = kind
             c_src[n] = i
             n += 1
     return n
+
+
+@numba.njit(cache=True)
+def _gather_candidates(e, trk_off, trk_pt, trk_eta, trk_phi, ph_off, ph_et, ph_eta, ph_phi,
+                       nh_off, nh_et, nh_eta, nh_phi, c_eta, c_phi, c_pt, c_kind, c_src):
+    """Candidates of event e (tracks, then photons, then neutral hadrons above threshold, each in
+    stored order) into scratch arrays; returns how many."""
+    n = _append_candidates(0, trk_off[e], trk_off[e + 1], trk_pt, trk_eta, trk_phi, S.TRACK_MIN_PT, 0,
+                           c_eta, c_phi, c_pt, c_kind, c_src)
+    n = _append_candidates(n, ph_off[e], ph_off[e + 1], ph_et, ph_eta, ph_phi, S.PHOTON_MIN_ET, 1,
+                           c_eta, c_phi, c_pt, c_kind, c_src)
+    return _append_candidates(n, nh_off[e], nh_off[e + 1], nh_et, nh_eta, nh_phi, S.NEUTRAL_MIN_ET, 2,
+                              c_eta, c_phi, c_pt, c_kind, c_src)
 
 
 @numba.njit(cache=True)
@@ -402,6 +396,9 @@ def drop_counts(reason: np.ndarray) -> dict[str, int]:
 IDENTITY_SCHEMA_FIELDS = IDENTITY_FIELDS
 IDENTITY_COLUMNS = tuple(f.name for f in IDENTITY_FIELDS)
 INPUT_COLLECTIONS = tuple(S.REQUIRED_FIELDS)
+# Fields each kernel reads: the HLF needs no track identity or vertex.
+LLF_INPUT_FIELDS = dict(S.REQUIRED_FIELDS)
+HLF_INPUT_FIELDS = {**LLF_INPUT_FIELDS, "EFlowTrack": ("PT", "Eta", "Phi")}
 HLF_SCHEMA = pa.schema([*IDENTITY_FIELDS, *(pa.field(name, pa.float32(), nullable=False) for name in S.HLF_COLUMNS)])
 LLF_SCHEMA = pa.schema(
     [*IDENTITY_FIELDS,

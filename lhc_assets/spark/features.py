@@ -50,21 +50,26 @@ def _kernel_udf(kernel: Callable, acc) -> Callable[[Iterator[pa.RecordBatch]], I
     return run
 
 
-def _features(raw: DataFrame, kernel: Callable, schema: pa.Schema) -> tuple[DataFrame, object]:
+def _features(raw: DataFrame, kernel: Callable, schema: pa.Schema, fields: dict) -> tuple[DataFrame, object]:
+    from pyspark.sql import functions as F
+
     acc = raw.sparkSession.sparkContext.accumulator(Counter(), CounterParam())
-    needed = [f.name for f in K.IDENTITY_SCHEMA_FIELDS] + list(K.INPUT_COLLECTIONS)
-    df = raw.select(*needed).mapInArrow(_kernel_udf(kernel, acc), from_arrow_schema(schema))
+    # Only the fields the kernel reads cross from the JVM to Python (Parquet prunes nested fields too).
+    columns = [F.col(f.name) for f in K.IDENTITY_SCHEMA_FIELDS] + [
+        F.struct(*(F.col(f"{coll}.{f}").alias(f) for f in names)).alias(coll) for coll, names in fields.items()
+    ]
+    df = raw.select(*columns).mapInArrow(_kernel_udf(kernel, acc), from_arrow_schema(schema))
     return df, acc
 
 
 def hlf_features(raw: DataFrame) -> tuple[DataFrame, object]:
     """HLF rows of the selected events, and the accumulator of selection counts."""
-    return _features(raw, K.hlf_table, K.HLF_SCHEMA)
+    return _features(raw, K.hlf_table, K.HLF_SCHEMA, K.HLF_INPUT_FIELDS)
 
 
 def llf_features(raw: DataFrame) -> tuple[DataFrame, object]:
     """Particle lists of the selected events, and the accumulator of selection counts."""
-    return _features(raw, K.llf_table, K.LLF_SCHEMA)
+    return _features(raw, K.llf_table, K.LLF_SCHEMA, K.LLF_INPUT_FIELDS)
 
 
 def selection_summary(counts: Counter, keys: list[str]) -> dict[str, dict[str, int]]:

@@ -1,0 +1,198 @@
+"""Benchmark of ingestion + features: ROOT -> raw_events, hlf_features, llf_features Parquet.
+
+Prints one JSON object. Every Spark figure runs the real code path (the Dagster ingestion job, its
+Spark data source, mapInArrow kernels and the warehouse IO manager) in a fresh process with its own
+JVM, timed after a warm-up run (JVM start, numba compilation and Python worker start excluded).
+The plain reference runs the same kernels in one Python process (uproot -> kernels -> pyarrow Parquet).
+
+    python benchmarks/ingest_features.py [--quick]
+
+Keys: events_per_s_per_core (Spark, 2 local cores), events_per_s_per_core_1core, plain_events_per_s_per_core,
+spark_vs_plain_ratio, peak_rss_growth (max over driver and Python workers of peak(10x events)/peak - 1),
+plus the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = ("qcd", "ttbar", "wjets")
+
+
+def _generate(root: Path, events_per_file: int, seed: int) -> None:
+    from lhc_assets.cli.generate import main as generate
+
+    generate(["--out", str(root / "incoming"), "--events-per-file", str(events_per_file), "--files-per-sample", "1",
+              "--seed", str(seed), "--jobs", "2", "--quiet"])
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of this process's tree: driver (this Python + the JVM) and the largest Python worker."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.me = psutil.Process()
+        self.driver_peak = 0
+        self.worker_peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.stop.is_set():
+            driver = self.me.memory_info().rss
+            worker = 0
+            for p in self.me.children(recursive=True):
+                try:
+                    cmd = " ".join(p.cmdline())
+                    rss = p.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                if cmd.startswith("java") or "/java " in cmd or cmd.split(" ")[0].endswith("/java"):
+                    jvm = rss
+                    driver += jvm
+                elif "pyspark" in cmd or "python" in cmd:
+                    worker = max(worker, rss)
+            self.driver_peak = max(self.driver_peak, driver)
+            self.worker_peak = max(self.worker_peak, worker)
+            time.sleep(0.2)
+
+
+def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
+    """One measurement in this process (called in a subprocess): materialize the ingestion graph."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        warm = root / "warm"
+        _generate(warm, 200, seed=1)
+        data = root / "data"
+        _generate(data, events_per_file, seed=2)
+        os.environ["LHC_SPARK_MASTER"] = f"local[{cores}]"
+        os.environ["LHC_SPARK_DRIVER_MEMORY"] = "1g"
+        # Batches smaller than the small run's files, so both runs of the memory comparison stream full batches.
+        os.environ["LHC_SPARK_CONF"] = f"spark.sql.execution.arrow.maxRecordsPerBatch={batch}"
+        run_config = {"ops": {"raw_events": {"config": {"batch_size": batch}}}}
+        from dagster import DagsterInstance
+
+        from lhc_assets.definitions import build_definitions
+        from resources.storage import StorageResource
+
+        sampler = RssSampler()
+        sampler.start()
+        timings = {}
+        for label, where in (("warmup", warm), ("measured", data)):
+            os.environ["LHC_DATA_ROOT"] = str(where)
+            defs = build_definitions()
+            keys = sorted(StorageResource(root=str(where)).input_files())
+            with DagsterInstance.ephemeral() as instance:
+                instance.add_dynamic_partitions("delphes_files", keys)
+                t0 = time.perf_counter()
+                result = defs.get_job_def("ingestion_job").execute_in_process(
+                    instance=instance,
+                    tags={"dagster/asset_partition_range_start": keys[0],
+                          "dagster/asset_partition_range_end": keys[-1]},
+                    run_config=run_config,
+                )
+                timings[label] = time.perf_counter() - t0
+                assert result.success
+                steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
+                         if e.event_type_value == "STEP_SUCCESS"}
+        sampler.stop.set()
+        sampler.join()
+        n = events_per_file * len(SAMPLES)
+        return {"events": n, "cores": cores, "seconds": timings["measured"], "events_per_s": n / timings["measured"],
+                "step_seconds": steps, "driver_peak_rss_mb": sampler.driver_peak / 2**20,
+                "worker_peak_rss_mb": sampler.worker_peak / 2**20}
+
+
+def plain_run(events_per_file: int) -> dict:
+    """The same kernels in one plain Python process: ROOT -> raw/HLF/LLF Parquet with pyarrow."""
+    import pyarrow.parquet as pq
+
+    from lhc_assets.physics import features as K
+    from lhc_assets.physics.delphes_reader import inspect_file, read_batches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _generate(root / "warm", 200, seed=1)
+        _generate(root / "data", events_per_file, seed=2)
+        timings = {}
+        for label in ("warm", "data"):
+            t0 = time.perf_counter()
+            for sample in SAMPLES:
+                path = next((root / label / "incoming" / sample).glob("*.root"))
+                n = inspect_file(str(path)).num_entries
+                writers: dict = {}
+                for batch in read_batches(str(path), sample, f"{sample}/x", 0, n, step=2000):
+                    for name, table in (("raw", batch), ("hlf", K.hlf_table(batch)[0]), ("llf", K.llf_table(batch)[0])):
+                        if name not in writers:
+                            writers[name] = pq.ParquetWriter(
+                                root / f"{label}-{sample}-{name}.parquet", table.schema,
+                                use_dictionary=["sample", "file", "partition_key"], write_statistics=False)
+                        writers[name].write_batch(table)
+                for w in writers.values():
+                    w.close()
+            timings[label] = time.perf_counter() - t0
+        n = events_per_file * len(SAMPLES)
+        return {"events": n, "cores": 1, "seconds": timings["data"], "events_per_s": n / timings["data"]}
+
+
+def _subprocess(mode: str, events_per_file: int, cores: int, batch: int = 500) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", mode, "--events-per-file", str(events_per_file), "--cores", str(cores),
+         "--batch", str(batch)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller files (under 3 minutes)")
+    p.add_argument("--worker", choices=["spark", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--events-per-file", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--cores", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=500, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        result = spark_run(args.events_per_file, args.cores, args.batch) if args.worker == "spark" else plain_run(
+            args.events_per_file)
+        print(json.dumps(result))
+        return
+
+    small, batch = (600, 200) if args.quick else (2000, 500)
+    spark2 = _subprocess("spark", small, 2, batch)
+    spark2_10x = _subprocess("spark", small * 10, 2, batch)
+    spark1 = _subprocess("spark", small * 2, 1, batch)
+    plain = _subprocess("plain", small * 2, 1)
+    per_core_2 = spark2_10x["events_per_s"] / 2
+    growth_driver = spark2_10x["driver_peak_rss_mb"] / spark2["driver_peak_rss_mb"] - 1
+    growth_worker = spark2_10x["worker_peak_rss_mb"] / spark2["worker_peak_rss_mb"] - 1
+    result = {
+        "benchmark": "ingest_features",
+        "events_per_s_per_core": per_core_2,
+        "events_per_s_per_core_1core": spark1["events_per_s"],
+        "plain_events_per_s_per_core": plain["events_per_s"],
+        "spark_vs_plain_ratio": per_core_2 / plain["events_per_s"],
+        "peak_rss_growth": max(growth_driver, growth_worker),
+        "peak_rss_growth_driver": growth_driver,
+        "peak_rss_growth_python_workers": growth_worker,
+        "targets": {"events_per_s_per_core": 2000, "spark_vs_plain_ratio": 0.5, "peak_rss_growth": 0.25},
+        "reference_2019_events_per_s_per_core": [11.7, 17.3],
+        "runs": {"spark_2cores": spark2, "spark_2cores_10x": spark2_10x, "spark_1core": spark1, "plain": plain},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
