@@ -395,7 +395,6 @@ def drop_counts(reason: np.ndarray) -> dict[str, int]:
 
 IDENTITY_SCHEMA_FIELDS = IDENTITY_FIELDS
 IDENTITY_COLUMNS = tuple(f.name for f in IDENTITY_FIELDS)
-INPUT_COLLECTIONS = tuple(S.REQUIRED_FIELDS)
 # Fields each kernel reads: the HLF needs no track identity or vertex.
 LLF_INPUT_FIELDS = dict(S.REQUIRED_FIELDS)
 HLF_INPUT_FIELDS = {**LLF_INPUT_FIELDS, "EFlowTrack": ("PT", "Eta", "Phi")}
