@@ -1,9 +1,10 @@
 """Benchmark of ingestion + features: ROOT -> raw_events, hlf_features, llf_features Parquet.
 
-Prints one JSON object. Every Spark figure runs the real code path (the Dagster ingestion job, its
-Spark data source, mapInArrow kernels and the warehouse IO manager) in a fresh process with its own
-JVM, timed after a warm-up run (JVM start, numba compilation and Python worker start excluded).
-The plain reference runs the same kernels in one Python process (uproot -> kernels -> pyarrow Parquet).
+Prints one JSON object. Every Spark figure runs the real code path (the Dagster ingestion job: Spark
+tasks reading ROOT with uproot, the numba kernels, pyarrow Parquet, the warehouse IO manager publishing
+the versions) in a fresh process with its own JVM, timed after a warm-up run (JVM start, numba
+compilation and Python worker start excluded). The plain reference runs the same work units
+(``lhc_assets.physics.ingest.run_slice``, one per file) one after the other in one Python process.
 
     python benchmarks/ingest_features.py [--quick]
 
@@ -80,8 +81,7 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
         os.environ["LHC_SPARK_MASTER"] = f"local[{cores}]"
         os.environ["LHC_SPARK_DRIVER_MEMORY"] = "1g"
         # Batches smaller than the small run's files, so both runs of the memory comparison stream full batches.
-        os.environ["LHC_SPARK_CONF"] = f"spark.sql.execution.arrow.maxRecordsPerBatch={batch}"
-        run_config = {"ops": {"raw_events": {"config": {"batch_size": batch}}}}
+        run_config = {"ops": {"delphes_ingestion": {"config": {"batch_size": batch}}}}
         from dagster import DagsterInstance
 
         from lhc_assets.definitions import build_definitions
@@ -97,7 +97,7 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
             with DagsterInstance.ephemeral() as instance:
                 instance.add_dynamic_partitions("delphes_files", keys)
                 t0 = time.perf_counter()
-                result = defs.get_job_def("ingestion_job").execute_in_process(
+                result = defs.resolve_job_def("ingestion_job").execute_in_process(
                     instance=instance,
                     tags={"dagster/asset_partition_range_start": keys[0],
                           "dagster/asset_partition_range_end": keys[-1]},
@@ -116,11 +116,9 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
 
 
 def plain_run(events_per_file: int) -> dict:
-    """The same kernels in one plain Python process: ROOT -> raw/HLF/LLF Parquet with pyarrow."""
-    import pyarrow.parquet as pq
-
-    from lhc_assets.physics import features as K
-    from lhc_assets.physics.delphes_reader import inspect_file, read_batches
+    """The same work units in one plain Python process: ROOT -> raw/HLF/LLF Parquet, one file after another."""
+    from lhc_assets.physics.delphes_reader import inspect_file
+    from lhc_assets.physics.ingest import HLF, LLF, RAW, SOURCE_ROOT, run_slice
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -130,18 +128,13 @@ def plain_run(events_per_file: int) -> dict:
         for label in ("warm", "data"):
             t0 = time.perf_counter()
             for sample in SAMPLES:
-                path = next((root / label / "incoming" / sample).glob("*.root"))
-                n = inspect_file(str(path)).num_entries
-                writers: dict = {}
-                for batch in read_batches(str(path), sample, f"{sample}/x", 0, n, step=2000):
-                    for name, table in (("raw", batch), ("hlf", K.hlf_table(batch)[0]), ("llf", K.llf_table(batch)[0])):
-                        if name not in writers:
-                            writers[name] = pq.ParquetWriter(
-                                root / f"{label}-{sample}-{name}.parquet", table.schema,
-                                use_dictionary=["sample", "file", "partition_key"], write_statistics=False)
-                        writers[name].write_batch(table)
-                for w in writers.values():
-                    w.close()
+                path = str(next((root / label / "incoming" / sample).glob("*.root")))
+                result = run_slice({
+                    "partition_key": f"{sample}/x", "sample": sample, "source": SOURCE_ROOT, "path": path,
+                    "start": 0, "stop": inspect_file(path).num_entries, "part": "part-0",
+                    "outputs": {t: str(root / "out" / label / sample / t) for t in (RAW, HLF, LLF)},
+                })
+                assert result["error"] is None, result["error"]
             timings[label] = time.perf_counter() - t0
         n = events_per_file * len(SAMPLES)
         return {"events": n, "cores": 1, "seconds": timings["data"], "events_per_s": n / timings["data"]}

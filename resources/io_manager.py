@@ -6,10 +6,11 @@ Layout of a partition (or of an unpartitioned asset)::
         v-20261125T101500-1a2b3c4d/part-*.parquet     one complete version per successful write
         CURRENT                                       name of the version readers use
 
-Writes are atomic: Spark writes into a hidden staging directory; only when the whole job succeeded
-is each partition's data moved to a new version directory and ``CURRENT`` replaced by an atomic
-rename. A failed or killed materialization leaves ``CURRENT`` pointing at the previous good version,
-which is removed only after the new one is in place.
+Writes are atomic: the data is written into a hidden staging directory (by Spark, or by the asset's
+own Spark tasks with pyarrow: ``StagedParquet``); only when the whole job succeeded is each partition's
+data moved to a new version directory and ``CURRENT`` replaced by an atomic rename. A failed or killed
+materialization leaves ``CURRENT`` pointing at the previous good version, which is removed only after
+the new one is in place.
 """
 
 from __future__ import annotations
@@ -63,8 +64,26 @@ class SparkTable:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class StagedParquet:
+    """Parquet files an asset wrote itself (from its Spark tasks, with pyarrow) for the IO manager to publish.
+
+    ``staging`` comes from ``SparkParquetIOManager.new_staging_dir``; a partitioned asset writes each
+    partition's files into ``staged_partition_dir(staging, key)``, an unpartitioned one into ``staging``.
+    """
+
+    staging: Path
+    schema: pa.Schema  # for the empty table of a partition without rows
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 class PartitionNotMaterialized(Exception):
     pass
+
+
+def staged_partition_dir(staging: Path, partition_key: str) -> Path:
+    """Where one partition's files go inside a staging directory (the layout of Spark's ``partitionBy``)."""
+    return Path(staging) / f"_pk={_spark_escape(partition_key)}"
 
 
 def _spark_escape(value: str) -> str:
@@ -162,47 +181,65 @@ class SparkParquetIOManager(ConfigurableIOManager):
             df.withColumn("_pk", F.col(PARTITION_COLUMN)).write.mode("errorifexists").options(
                 **PARQUET_OPTIONS
             ).partitionBy("_pk").parquet(str(staging))
-            unexpected = {p.name for p in staging.glob("_pk=*")} - {f"_pk={_spark_escape(k)}" for k in partition_keys}
-            if unexpected:
-                raise ValueError(f"{asset_name}: rows for partitions outside this run: {sorted(unexpected)}")
-            published = {}
-            empty_schema = None
-            for key in partition_keys:
-                src = staging / f"_pk={_spark_escape(key)}"
-                if not src.is_dir():  # no rows for this partition: publish an empty table with the schema
-                    if empty_schema is None:
-                        from pyspark.sql.pandas.types import to_arrow_schema
+            return self._publish_partitions(staging, asset_name, partition_keys, version,
+                                            lambda: _arrow_schema(df))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-                        empty_schema = to_arrow_schema(df.schema)
-                    src.mkdir(parents=True)
-                    pq.write_table(pa.Table.from_batches([], schema=empty_schema), src / "part-00000-empty.parquet")
-                published[key] = _publish(src, self.partition_dir(asset_name, key), version)
-            return published
+    def _publish_partitions(self, staging: Path, asset_name: str, partition_keys: list[str], version: str,
+                            schema: Callable[[], pa.Schema]) -> dict[str, Path]:
+        """Publish each ``staged_partition_dir`` as the partition's new version (an empty table if absent)."""
+        expected = {staged_partition_dir(staging, k).name for k in partition_keys}
+        unexpected = {p.name for p in staging.glob("_pk=*")} - expected
+        if unexpected:
+            raise ValueError(f"{asset_name}: rows for partitions outside this run: {sorted(unexpected)}")
+        published = {}
+        for key in partition_keys:
+            src = staged_partition_dir(staging, key)
+            if not src.is_dir():  # no rows for this partition: publish an empty table with the schema
+                src.mkdir(parents=True)
+                pq.write_table(schema().empty_table(), src / "part-00000-empty.parquet")
+            published[key] = _publish(src, self.partition_dir(asset_name, key), version)
+        return published
+
+    def new_staging_dir(self, asset_name: str) -> Path:
+        """A fresh hidden directory under the asset's folder (same filesystem, so publishing is a rename)."""
+        base = self.asset_dir(asset_name)
+        base.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_staging(base)
+        return base / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
+
+    def publish_staged(self, staged: StagedParquet, asset_name: str, partition_keys: list[str] | None,
+                       version: str) -> dict[str, Path]:
+        """Publish files an asset wrote into ``staged.staging``; the staging directory is gone afterwards."""
+        staging = Path(staged.staging)
+        if staging.parent != self.asset_dir(asset_name) or not staging.name.startswith(_STAGING_PREFIX):
+            raise ValueError(f"{asset_name}: staged files must be in new_staging_dir({asset_name!r}), got {staging}")
+        try:
+            if partition_keys is None:
+                return {"": _publish(staging, self.asset_dir(asset_name), version)}
+            return self._publish_partitions(staging, asset_name, partition_keys, version, lambda: staged.schema)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        table = obj if isinstance(obj, SparkTable) else SparkTable(obj)
         asset_name = context.asset_key.path[-1]
         keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else None
+        if isinstance(obj, StagedParquet):
+            published = self.publish_staged(obj, asset_name, keys, self._new_version(context))
+            context.add_output_metadata({**obj.metadata, **_written_metadata(published, keys, self.asset_dir(
+                asset_name))})
+            return
+        table = obj if isinstance(obj, SparkTable) else SparkTable(obj)
         try:
             published = self.write(table.df, asset_name, keys, self._new_version(context))
         except Exception as exc:
             message = input_error_message(exc)
             if message is None:
                 raise
-            # A bad input file found inside a Spark task: say which file and what, not the JVM trace.
+            # A bad input found inside a Spark task: say which file and what, not the JVM trace.
             raise Failure(description=message, metadata={"error": message}) from None
-        metadata: dict[str, Any] = dict(table.metadata)
-        rows = {k: _parquet_rows(p) for k, p in published.items()}
-        metadata["rows_written"] = sum(rows.values())
-        if keys is None:
-            metadata["path"] = str(published[""])
-        elif len(keys) == 1:
-            metadata["path"] = str(published[keys[0]])
-        else:
-            metadata["path"] = str(self.asset_dir(asset_name))
-            metadata["partitions_written"] = len(keys)
+        metadata: dict[str, Any] = {**table.metadata, **_written_metadata(published, keys, self.asset_dir(asset_name))}
         if table.after_write is not None:
             metadata.update(table.after_write())
         context.add_output_metadata(metadata)
@@ -219,10 +256,33 @@ class SparkParquetIOManager(ConfigurableIOManager):
             raise PartitionNotMaterialized(f"no partitions of asset {asset_name!r} requested")
         return session.read.parquet(*paths)
 
+    def partition_files(self, asset_name: str, partition_key: str | None) -> list[Path]:
+        """The Parquet files of a partition's current version (raises if it was never materialized)."""
+        return sorted(self.partition_path(asset_name, partition_key).glob("*.parquet"))
+
     def load_input(self, context: InputContext):
         asset_name = context.asset_key.path[-1]
         keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else None
         return self.load(asset_name, keys)
+
+
+def _arrow_schema(df) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema)
+
+
+def _written_metadata(published: dict[str, Path], keys: list[str] | None, asset_dir: Path) -> dict[str, Any]:
+    """rows_written and path of what was just published (footers only: cheap)."""
+    metadata: dict[str, Any] = {"rows_written": sum(_parquet_rows(p) for p in published.values())}
+    if keys is None:
+        metadata["path"] = str(published[""])
+    elif len(keys) == 1:
+        metadata["path"] = str(published[keys[0]])
+    else:
+        metadata["path"] = str(asset_dir)
+        metadata["partitions_written"] = len(keys)
+    return metadata
 
 
 def _parquet_rows(directory: Path) -> int:

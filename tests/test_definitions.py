@@ -43,7 +43,7 @@ def test_ingestion_graph_is_defined_with_per_file_partitions():
         assert node.partitions_def.name == "delphes_files"
     assert graph.get(AssetKey("hlf_features")).parent_keys == {AssetKey("raw_events")}
     for job in ("raw_events_job", "features_job", "ingestion_job"):
-        assert defs.get_job_def(job).partitions_def.name == "delphes_files"
+        assert defs.resolve_job_def(job).partitions_def.name == "delphes_files"
 
 
 def test_contiguous_partition_ranges_cover_exactly_the_missing_keys():

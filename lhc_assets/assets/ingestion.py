@@ -1,43 +1,62 @@
-"""Stages 1-2 of the study as per-file partitioned assets: raw_events -> hlf_features, llf_features."""
+"""Stages 1-2 of the study as per-file partitioned assets: raw_events -> hlf_features, llf_features.
 
+One multi-asset materializes the three tables in one pass over the input: each Spark task reads an
+entry range of a ROOT file with uproot, writes its raw_events rows, runs the selection once and the HLF
+and LLF kernels on the same Arrow batches, and writes their rows, all with pyarrow in the executor's
+Python worker (``lhc_assets.physics.ingest``). Only small per-task summaries cross the JVM. The three
+assets stay separate in the graph (hlf_features and llf_features depend on raw_events) and can be
+materialized on their own: the feature tables alone are recomputed from the stored raw_events Parquet.
+"""
 
-import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetSelection,
+    AssetSpec,
     BackfillPolicy,
     Config,
     DynamicPartitionsDefinition,
     Failure,
     MetadataValue,
-    asset,
+    Output,
+    ResourceParam,
     define_asset_job,
+    multi_asset,
 )
 from pydantic import Field
 
 from lhc_assets.physics.delphes_reader import DelphesInputError, inspect_file
+from lhc_assets.physics.features import SELECTED
+from lhc_assets.physics.ingest import (
+    HLF,
+    LLF,
+    RAW,
+    SOURCE_PARQUET,
+    SOURCE_ROOT,
+    TABLE_SCHEMAS,
+    Slice,
+    plan_entry_ranges,
+    run_slices,
+    summarize,
+)
 from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS, LLF_ROWS
-from resources.io_manager import SparkTable
+from resources.io_manager import PartitionNotMaterialized, SparkParquetIOManager, StagedParquet, staged_partition_dir
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 
 # One partition per input file; keys are '<sample>/<safe file stem>' (see physics/partition_keys.py).
 delphes_files = DynamicPartitionsDefinition(name="delphes_files")
 
-_COMMON = {
-    "partitions_def": delphes_files,
-    # Backfilling many files runs as one Spark job over all of them (the fast path); a run for a
-    # single partition (sensor, UI) fails or succeeds on its own.
-    "backfill_policy": BackfillPolicy.single_run(),
-    "io_manager_key": "warehouse_io_manager",
-    "owners": ["team:lhc-data-engineering"],
-}
 
-
-class RawEventsConfig(Config):
+class IngestionConfig(Config):
     entries_per_split: int = Field(default=5000, description="Entries per Spark task; a large file uses several cores.")
-    batch_size: int = Field(default=2000, description="Events per Arrow record batch read by uproot.")
+    batch_size: int = Field(default=2000, description="Events per Arrow record batch (and Parquet row group).")
+    compression: str = Field(default="snappy", description="Parquet codec of the written tables.")
 
 
 def _resolve_inputs(keys: list[str], storage: StorageResource) -> list[dict]:
@@ -56,118 +75,157 @@ def _resolve_inputs(keys: list[str], storage: StorageResource) -> list[dict]:
             continue
         files.append({"path": str(path), "sample": sample, "partition_key": key, "num_entries": info.num_entries})
     if problems:
-        raise Failure(description="\n".join(problems), metadata={"bad_inputs": MetadataValue.md("\n".join(
-            f"* {p}" for p in problems))})
+        _fail(problems)
     return files
 
 
-@asset(
-    group_name="ingestion",
-    kinds={"spark", "parquet", "root"},
-    tags={"stage": "ingestion"},
-    description=(
-        "Delphes events of one input file, read by the Spark 'delphes' data source (uproot, Arrow batches, "
-        "entry-range splits) and stored as Parquet: the collections and fields of DESIGN.md section 3 as "
-        "structs of arrays (EFlowTrack.PT, ...), plus sample, label, file, entry and partition_key."
-    ),
-    **_COMMON,
-)
-def raw_events(
-    context: AssetExecutionContext, config: RawEventsConfig, spark: SparkResource, storage: StorageResource
-) -> SparkTable:
-    from lhc_assets.spark.datasource import FORMAT_NAME, DelphesDataSource
+def _fail(problems: list[str]) -> None:
+    raise Failure(description="\n".join(problems),
+                  metadata={"bad_inputs": MetadataValue.md("\n".join(f"* {p}" for p in problems))})
 
-    files = _resolve_inputs(list(context.partition_keys), storage)
-    session = spark.get_session()
-    session.dataSource.register(DelphesDataSource)
-    df = (
-        session.read.format(FORMAT_NAME)
-        .option("files", json.dumps(files))
-        .option("entries_per_split", config.entries_per_split)
-        .option("min_splits_per_file", session.sparkContext.defaultParallelism)
-        .option("batch_size", config.batch_size)
-        .load()
-    )
-    events = sum(f["num_entries"] for f in files)
-    metadata = {"events_read": events, "files": len(files)}
+
+_SPEC_COMMON = {"owners": ["team:lhc-data-engineering"]}
+INGESTION_SPECS = [
+    AssetSpec(
+        RAW, group_name="ingestion", kinds={"spark", "parquet", "root"}, tags={"stage": "ingestion"},
+        description=(
+            "Delphes events of one input file, read with uproot in Spark tasks (entry-range splits, only the "
+            "needed branches) and stored as Parquet: the collections and fields of DESIGN.md section 3 as "
+            "structs of arrays (EFlowTrack.PT, ...), plus sample, label, file, entry and partition_key."
+        ),
+        **_SPEC_COMMON,
+    ).with_io_manager_key("warehouse_io_manager"),
+    AssetSpec(
+        HLF, deps=[RAW], group_name="features", kinds={"spark", "parquet", "numba"}, tags={"stage": "features"},
+        description=(
+            "High-level features of the selected events (one isolated electron or muon with PT > 23 GeV): "
+            f"{', '.join(HLF_COLUMNS)}; one float column each, with the event identity and label."
+        ),
+        **_SPEC_COMMON,
+    ).with_io_manager_key("warehouse_io_manager"),
+    AssetSpec(
+        LLF, deps=[RAW], group_name="features", kinds={"spark", "parquet", "numba"}, tags={"stage": "features"},
+        description=(
+            f"Particle list of the selected events: the real rows of the {LLF_ROWS} x 19 list (lepton, up to 450 "
+            "tracks, 150 photons, 200 neutral hadrons; columns E, px, py, pz, pT, eta, phi, vtxX/Y/Z, isolations, "
+            "type flags, charge) stored row-major in 'llf' with 'n_particles' rows; padding rows are zero."
+        ),
+        **_SPEC_COMMON,
+    ).with_io_manager_key("warehouse_io_manager"),
+]
+
+
+def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], config: IngestionConfig,
+           parallelism: int, io: SparkParquetIOManager) -> list[dict]:
+    """The Spark tasks of a run, each a list of slices: balanced entry ranges of the input files, or
+    one stored raw_events file each when only the feature tables are recomputed."""
+
+    def slice_(f: dict, **kw) -> dict:
+        key = f["partition_key"]
+        return asdict(Slice(partition_key=key, sample=f["sample"], batch_size=config.batch_size,
+                            compression=config.compression,
+                            outputs={t: str(staged_partition_dir(staging[t], key)) for t in tables}, **kw))
+
+    if RAW in tables:
+        plan = plan_entry_ranges([f["num_entries"] for f in files], config.entries_per_split, parallelism)
+        return [{"slices": [slice_(files[i], source=SOURCE_ROOT, path=files[i]["path"], part=f"part-{start:010d}",
+                                   start=start, stop=stop) for i, start, stop in task]} for task in plan]
+    tasks = []
+    for f in files:
+        try:
+            raw_files = io.partition_files(RAW, f["partition_key"])
+        except PartitionNotMaterialized as exc:
+            _fail([f"{exc}: materialize raw_events for {f['partition_key']} first"])
+        tasks += [{"slices": [slice_(f, source=SOURCE_PARQUET, path=str(r), part=r.stem)]} for r in raw_files]
+    return tasks
+
+
+def _raw_metadata(files: list[dict], summary: dict) -> dict:
+    metadata = {"events_read": sum(s["events_read"] for s in summary.values()), "files": len(files)}
     if len(files) == 1:
         metadata["input_file"] = files[0]["path"]
-    return SparkTable(df, metadata=metadata)
+    return metadata
 
 
-def _selection_metadata(context: AssetExecutionContext, acc, keys: list[str]) -> dict:
-    from lhc_assets.spark.features import SELECTED, selection_summary
+def _selection_metadata(context: AssetExecutionContext, summary: dict) -> dict:
+    def selected(s: dict) -> int:
+        return s["reasons"].get(SELECTED, 0)
 
-    summary = selection_summary(acc.value, keys)
-    read = sum(s["events_read"] for s in summary.values())
-    selected = sum(s[SELECTED] for s in summary.values())
     for key, s in summary.items():
-        if s["events_read"] and not s[SELECTED]:
+        if s["events_read"] and not selected(s):
             context.log.warning(f"{key}: none of its {s['events_read']} events passed the selection (0 rows written)")
+    read = sum(s["events_read"] for s in summary.values())
+    n_selected = sum(selected(s) for s in summary.values())
     metadata = {
         "events_read": read,
-        "events_selected": selected,
-        f"dropped_{DROP_NO_LEPTON}": sum(s[DROP_NO_LEPTON] for s in summary.values()),
-        f"dropped_{DROP_NOT_ISOLATED}": sum(s[DROP_NOT_ISOLATED] for s in summary.values()),
-        "selection_efficiency": round(selected / read, 4) if read else 0.0,
+        "events_selected": n_selected,
+        **{f"dropped_{r}": sum(s["reasons"].get(r, 0) for s in summary.values())
+           for r in (DROP_NO_LEPTON, DROP_NOT_ISOLATED)},
+        "selection_efficiency": round(n_selected / read, 4) if read else 0.0,
     }
-    if len(keys) > 1:
+    if len(summary) > 1:
         lines = ["| partition | read | selected | efficiency |", "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {s['events_read']} | {s[SELECTED]} | "
-                  f"{(s[SELECTED] / s['events_read'] if s['events_read'] else 0):.3f} |" for k, s in summary.items()]
+        lines += [f"| {k} | {s['events_read']} | {selected(s)} | "
+                  f"{(selected(s) / s['events_read'] if s['events_read'] else 0):.3f} |" for k, s in summary.items()]
         metadata["per_partition"] = MetadataValue.md("\n".join(lines))
     return metadata
 
 
-@asset(
-    group_name="features",
-    kinds={"spark", "parquet", "numba"},
-    tags={"stage": "features"},
-    description=(
-        "High-level features of the selected events (one isolated electron or muon with PT > 23 GeV): "
-        f"{', '.join(HLF_COLUMNS)}; one float column each, with the event identity and label."
-    ),
-    **_COMMON,
+@multi_asset(
+    name="delphes_ingestion",
+    specs=INGESTION_SPECS,
+    partitions_def=delphes_files,
+    # Backfilling many files runs as one Spark job over all of them (the fast path); a run for a
+    # single partition (sensor, UI) fails or succeeds on its own.
+    backfill_policy=BackfillPolicy.single_run(),
+    can_subset=True,
+    description="Reads Delphes ROOT files and computes the event selection, HLF and LLF tables in one pass.",
 )
-def hlf_features(context: AssetExecutionContext, raw_events) -> SparkTable:
-    from lhc_assets.spark.features import hlf_features as compute
+def delphes_ingestion(
+    context: AssetExecutionContext, config: IngestionConfig, spark: SparkResource, storage: StorageResource,
+    warehouse_io_manager: ResourceParam[SparkParquetIOManager],
+) -> Iterator[Output]:
+    from lhc_assets.spark.tasks import run_tasks
 
-    df, acc = compute(raw_events)
-    keys = list(context.partition_keys)
-    return SparkTable(df, after_write=lambda: _selection_metadata(context, acc, keys))
+    io = warehouse_io_manager
+    tables = [t for t in (RAW, HLF, LLF) if AssetKey(t) in context.selected_asset_keys]
+    keys = sorted(context.partition_keys)
+    if RAW in tables:
+        files = _resolve_inputs(keys, storage)
+    else:  # features from the stored raw_events files; partition keys are '<sample>/<stem>'
+        files = [{"partition_key": k, "sample": k.split("/", 1)[0]} for k in keys]
+    session = spark.get_session()
+    staging = {t: io.new_staging_dir(t) for t in tables}
+    try:
+        tasks = _tasks(files, tables, staging, config, session.sparkContext.defaultParallelism, io)
+        results = [r for out in run_tasks(session, run_slices, tasks,
+                                          description=f"{', '.join(tables)} for {len(keys)} partition(s)")
+                   for r in out["results"]]
+        errors = sorted({r["error"] for r in results if r["error"]})
+        if errors:
+            _fail(errors)
+    except BaseException:
+        for d in staging.values():
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    summary = summarize(results)
+    for t in tables:
+        metadata = _raw_metadata(files, summary) if t == RAW else _selection_metadata(context, summary)
+        yield Output(StagedParquet(staging[t], TABLE_SCHEMAS[t], metadata=metadata), output_name=t)
 
 
-@asset(
-    group_name="features",
-    kinds={"spark", "parquet", "numba"},
-    tags={"stage": "features"},
-    description=(
-        f"Particle list of the selected events: the real rows of the {LLF_ROWS} x 19 list (lepton, up to 450 "
-        "tracks, 150 photons, 200 neutral hadrons; columns E, px, py, pz, pT, eta, phi, vtxX/Y/Z, isolations, "
-        "type flags, charge) stored row-major in 'llf' with 'n_particles' rows; padding rows are zero."
-    ),
-    **_COMMON,
-)
-def llf_features(context: AssetExecutionContext, raw_events) -> SparkTable:
-    from lhc_assets.spark.features import llf_features as compute
-
-    df, acc = compute(raw_events)
-    keys = list(context.partition_keys)
-    return SparkTable(df, after_write=lambda: _selection_metadata(context, acc, keys))
-
-
-ingestion_assets = [raw_events, hlf_features, llf_features]
+ingestion_assets = [delphes_ingestion]
 
 raw_events_job = define_asset_job(
-    "raw_events_job", selection=AssetSelection.assets(raw_events), partitions_def=delphes_files,
+    "raw_events_job", selection=AssetSelection.assets(RAW),
     description="Stage 1: read input ROOT files into raw_events.",
 )
 features_job = define_asset_job(
-    "features_job", selection=AssetSelection.assets(hlf_features, llf_features), partitions_def=delphes_files,
-    description="Stage 2: HLF and LLF tables from raw_events.",
+    "features_job", selection=AssetSelection.assets(HLF, LLF),
+    description="Stage 2: HLF and LLF tables recomputed from the stored raw_events.",
 )
 ingestion_job = define_asset_job(
-    "ingestion_job", selection=AssetSelection.assets(*ingestion_assets), partitions_def=delphes_files,
+    "ingestion_job", selection=AssetSelection.assets(RAW, HLF, LLF),
     description="The whole ingestion graph for the chosen files: raw_events, hlf_features, llf_features.",
 )
 ingestion_jobs = [raw_events_job, features_job, ingestion_job]

@@ -93,7 +93,7 @@ def materialize_ingestion(storage) -> bool:
     if not missing:
         print(f"ingestion: all {len(keys)} partitions already materialized")
         return True
-    job = defs.get_job_def("ingestion_job")
+    job = defs.resolve_job_def("ingestion_job")
     ok = True
     for first, last in _contiguous_runs(ordered, missing):
         print(f"ingestion: materializing partitions {first} ... {last}")

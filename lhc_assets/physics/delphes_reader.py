@@ -63,7 +63,7 @@ def _open_tree(path: str):
     if size == 0:
         raise DelphesInputError(f"{path}: empty file (0 bytes); is it still being copied?")
     try:
-        f = uproot.open(path)
+        f = uproot.open(path, array_cache=None)  # no cache: a task reads each basket once
     except Exception as exc:  # uproot raises many types for a bad header
         raise DelphesInputError(f"{path}: not a readable ROOT file ({type(exc).__name__}: {exc})") from None
     try:

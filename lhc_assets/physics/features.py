@@ -376,21 +376,45 @@ def _inputs(batch: pa.RecordBatch) -> dict[str, _Collection]:
     return {c: _collection(batch, c) for c in S.REQUIRED_FIELDS}
 
 
-def _select_batch(cols: dict[str, _Collection]) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Selection:
+    """The lepton selection of one raw batch, computed once and shared by the HLF and LLF kernels."""
+
+    cols: dict[str, _Collection]
+    reason: np.ndarray  # per event: REASON_SELECTED or why it was dropped
+    lep: np.ndarray  # per event: pt, eta, phi, charge, is_ele, iso_ch, iso_gamma, iso_neu of the lepton
+
+    @property
+    def selected(self) -> np.ndarray:
+        return np.flatnonzero(self.reason == REASON_SELECTED)
+
+
+def select(batch: pa.RecordBatch) -> Selection:
+    """Run the event selection on a raw batch (it may hold only the HLF input fields)."""
+    cols = _inputs(batch)
     t, p, n = cols["EFlowTrack"], cols["EFlowPhoton"], cols["EFlowNeutralHadron"]
     el, mu = cols["Electron"], cols["MuonTight"]
-    return _select(
+    reason, lep = _select(
         t.offsets, t.fields["PT"], t.fields["Eta"], t.fields["Phi"],
         p.offsets, p.fields["ET"], p.fields["Eta"], p.fields["Phi"],
         n.offsets, n.fields["ET"], n.fields["Eta"], n.fields["Phi"],
         el.offsets, el.fields["PT"], el.fields["Eta"], el.fields["Phi"], el.fields["Charge"],
         mu.offsets, mu.fields["PT"], mu.fields["Eta"], mu.fields["Phi"], mu.fields["Charge"],
     )
+    return Selection(cols, reason, lep)
+
+
+SELECTED = "selected"
 
 
 def drop_counts(reason: np.ndarray) -> dict[str, int]:
     """Events dropped per reason name."""
     return {name: int(np.count_nonzero(reason == code)) for code, name in REASON_NAMES.items()}
+
+
+def reason_counts(reason: np.ndarray) -> dict[str, int]:
+    """Events selected and dropped per reason name: the selection's bookkeeping for one batch."""
+    return {SELECTED: int(np.count_nonzero(reason == REASON_SELECTED)), **drop_counts(reason)}
 
 
 IDENTITY_SCHEMA_FIELDS = IDENTITY_FIELDS
@@ -411,11 +435,9 @@ def _identity(batch: pa.RecordBatch, sel: np.ndarray) -> list[pa.Array]:
     return [batch.column(batch.schema.get_field_index(c)).take(idx) for c in IDENTITY_COLUMNS]
 
 
-def hlf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
-    """HLF rows of the selected events of a raw batch, and the per-event reason codes."""
-    cols = _inputs(batch)
-    reason, lep = _select_batch(cols)
-    sel = np.flatnonzero(reason == REASON_SELECTED)
+def hlf_batch(batch: pa.RecordBatch, selection: Selection) -> pa.RecordBatch:
+    """HLF rows of the selected events of a raw batch."""
+    cols, sel = selection.cols, selection.selected
     j = cols["Jet"]
     jets = _jets(j.offsets, j.fields["PT"], j.fields["Eta"], j.fields["BTag"])[sel]
     met_c = cols["MissingET"]
@@ -423,32 +445,45 @@ def hlf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
     first = met_c.offsets[:-1][sel]
     met = met_c.fields["MET"][first].astype(np.float64)
     phi_met = met_c.fields["Phi"][first].astype(np.float64)
-    lp = lep[sel]
+    lp = selection.lep[sel]
     mt = np.sqrt(2.0 * met * lp[:, 0] * (1.0 - np.cos(lp[:, 2] - phi_met)))
     values = [jets[:, 0], met, phi_met, mt, jets[:, 1], jets[:, 2], lp[:, 0], lp[:, 1], lp[:, 2],
               lp[:, 5], lp[:, 6], lp[:, 7], lp[:, 3], lp[:, 4]]
     arrays = _identity(batch, sel) + [pa.array(v.astype(np.float32)) for v in values]
-    return pa.RecordBatch.from_arrays(arrays, schema=HLF_SCHEMA), reason
+    return pa.RecordBatch.from_arrays(arrays, schema=HLF_SCHEMA)
 
 
-def llf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+def llf_batch(batch: pa.RecordBatch, selection: Selection) -> pa.RecordBatch:
     """Particle lists (real rows of the 801 x 19 list, row-major) of the selected events of a raw batch."""
-    cols = _inputs(batch)
-    reason, lep = _select_batch(cols)
-    sel = np.flatnonzero(reason == REASON_SELECTED)
+    cols, sel = selection.cols, selection.selected
     t, p, n = cols["EFlowTrack"], cols["EFlowPhoton"], cols["EFlowNeutralHadron"]
     counts, rows = _llf_rows(
-        sel, lep, t.offsets, t.fields["PT"], t.fields["Eta"], t.fields["Phi"], t.fields["PID"], t.fields["Charge"],
-        t.fields["X"], t.fields["Y"], t.fields["Z"],
+        sel, selection.lep, t.offsets, t.fields["PT"], t.fields["Eta"], t.fields["Phi"], t.fields["PID"],
+        t.fields["Charge"], t.fields["X"], t.fields["Y"], t.fields["Z"],
         p.offsets, p.fields["ET"], p.fields["Eta"], p.fields["Phi"],
         n.offsets, n.fields["ET"], n.fields["Eta"], n.fields["Phi"],
     )
     offsets = np.zeros(len(sel) + 1, np.int64)
     np.cumsum(counts * N_LLF, out=offsets[1:])
-    llf = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(rows.reshape(-1)))
-    llf = llf.cast(LLF_SCHEMA.field("llf").type)
+    llf_type = LLF_SCHEMA.field("llf").type
+    if offsets[-1] < 2**31:  # the usual case: build the 32-bit-offset list directly, no copy of the values
+        llf = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(rows.reshape(-1)), type=llf_type)
+    else:
+        llf = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(rows.reshape(-1))).cast(llf_type)
     arrays = [*_identity(batch, sel), pa.array(counts.astype(np.int32)), llf]
-    return pa.RecordBatch.from_arrays(arrays, schema=LLF_SCHEMA), reason
+    return pa.RecordBatch.from_arrays(arrays, schema=LLF_SCHEMA)
+
+
+def hlf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+    """HLF rows of the selected events of a raw batch, and the per-event reason codes."""
+    selection = select(batch)
+    return hlf_batch(batch, selection), selection.reason
+
+
+def llf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+    """Particle lists of the selected events of a raw batch, and the per-event reason codes."""
+    selection = select(batch)
+    return llf_batch(batch, selection), selection.reason
 
 
 def llf_matrix(n_particles: int, flat: np.ndarray) -> np.ndarray:

@@ -36,15 +36,16 @@ class Platform:
         self.instance.add_dynamic_partitions("delphes_files", [key])
         return key
 
-    def materialize(self, keys: list[str], job: str = "ingestion_job"):
-        job_def = self.defs.get_job_def(job)
+    def materialize(self, keys: list[str], job: str = "ingestion_job", run_config: dict | None = None):
+        job_def = self.defs.resolve_job_def(job)
         if len(keys) == 1:
-            return job_def.execute_in_process(instance=self.instance, partition_key=keys[0], raise_on_error=False)
+            return job_def.execute_in_process(instance=self.instance, partition_key=keys[0], raise_on_error=False,
+                                              run_config=run_config)
         ordered = [k for k in self.instance.get_dynamic_partitions("delphes_files") if k in keys]
         return job_def.execute_in_process(
             instance=self.instance,
             tags={"dagster/asset_partition_range_start": ordered[0], "dagster/asset_partition_range_end": ordered[-1]},
-            raise_on_error=False,
+            raise_on_error=False, run_config=run_config,
         )
 
     def version(self, asset: str, key: str) -> Path | None:

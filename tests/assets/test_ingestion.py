@@ -84,6 +84,45 @@ def test_rematerializing_a_partition_replaces_it_without_duplicates(platform, ge
         assert [p.name for p in v.parent.iterdir() if p.name.startswith("v-")] == [v.name]
 
 
+def test_small_splits_spread_files_over_many_tasks_without_losing_or_repeating_events(platform, generated_files):
+    keys = [platform.add_file(s, generated_files[s]) for s in ("qcd", "wjets")]
+    config = {"ops": {"delphes_ingestion": {"config": {"entries_per_split": 150, "batch_size": 64}}}}
+    result = platform.materialize(keys, run_config=config)
+    assert result.success, failure_messages(result)
+    for key in keys:
+        raw = platform.table("raw_events", key)
+        assert raw.column("entry").to_pylist() == list(range(800))
+        assert len(list(platform.version("raw_events", key).glob("*.parquet"))) >= 5
+    meta = _metadata(platform, "hlf_features", keys[0])
+    assert meta["events_read"] == 1600 and meta["partitions_written"] == 2
+    assert meta["events_selected"] == sum(platform.table("hlf_features", k).num_rows for k in keys)
+
+
+def test_features_alone_are_recomputed_from_the_stored_raw_events(platform, generated_files):
+    key = platform.add_file("ttbar", generated_files["ttbar"])
+    assert platform.materialize([key]).success
+    raw_version = platform.version("raw_events", key)
+    before = {a: platform.table(a, key) for a in ("hlf_features", "llf_features")}
+    versions = {a: platform.version(a, key) for a in before}
+
+    result = platform.materialize([key], job="features_job")
+    assert result.success, failure_messages(result)
+    assert platform.version("raw_events", key) == raw_version  # raw_events untouched
+    for a, table in before.items():
+        assert platform.version(a, key) != versions[a]
+        assert platform.table(a, key).equals(table), a
+    assert _metadata(platform, "llf_features", key)["events_read"] == 800
+
+
+def test_features_without_raw_events_fail_with_a_clear_message(platform, generated_files):
+    key = platform.add_file("qcd", generated_files["qcd"])
+    result = platform.materialize([key], job="features_job")
+    assert not result.success
+    text = failure_messages(result)
+    assert "raw_events" in text and key in text and "materialize raw_events" in text, text
+    assert platform.version("hlf_features", key) is None
+
+
 BAD_INPUTS = [
     ("zero_byte", badfiles.zero_byte, "empty file (0 bytes)"),
     ("not_root", badfiles.not_root, "not a readable ROOT file"),

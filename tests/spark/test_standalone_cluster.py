@@ -27,7 +27,7 @@ from lhc_assets.definitions import build_definitions
 defs = build_definitions()
 with DagsterInstance.ephemeral() as instance:
     instance.add_dynamic_partitions("delphes_files", [sys.argv[1]])
-    result = defs.get_job_def("ingestion_job").execute_in_process(
+    result = defs.resolve_job_def("ingestion_job").execute_in_process(
         instance=instance, partition_key=sys.argv[1], raise_on_error=False)
     from pyspark.sql import SparkSession
     print("MASTER", SparkSession.getActiveSession().sparkContext.master)
