@@ -148,8 +148,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
     # ---- writing
 
     def _new_version(self, context: OutputContext) -> str:
-        run = (context.run_id or "local")[:8]
-        return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{run}-{uuid.uuid4().hex[:6]}"
+        return new_version(context.run_id)
 
     def _clean_stale_staging(self, base: Path) -> None:
         now = time.time()
@@ -227,7 +226,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
         keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else None
         if isinstance(obj, StagedParquet):
             published = self.publish_staged(obj, asset_name, keys, self._new_version(context))
-            context.add_output_metadata({**obj.metadata, **_written_metadata(published, keys, self.asset_dir(
+            context.add_output_metadata({**obj.metadata, **written_metadata(published, keys, self.asset_dir(
                 asset_name))})
             return
         table = obj if isinstance(obj, SparkTable) else SparkTable(obj)
@@ -239,7 +238,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
                 raise
             # A bad input found inside a Spark task: say which file and what, not the JVM trace.
             raise Failure(description=message, metadata={"error": message}) from None
-        metadata: dict[str, Any] = {**table.metadata, **_written_metadata(published, keys, self.asset_dir(asset_name))}
+        metadata: dict[str, Any] = {**table.metadata, **written_metadata(published, keys, self.asset_dir(asset_name))}
         if table.after_write is not None:
             metadata.update(table.after_write())
         context.add_output_metadata(metadata)
@@ -266,13 +265,18 @@ class SparkParquetIOManager(ConfigurableIOManager):
         return self.load(asset_name, keys)
 
 
+def new_version(run_id: str | None) -> str:
+    """A version directory name: sortable by time, traceable to the run that wrote it."""
+    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{(run_id or 'local')[:8]}-{uuid.uuid4().hex[:6]}"
+
+
 def _arrow_schema(df) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     return to_arrow_schema(df.schema)
 
 
-def _written_metadata(published: dict[str, Path], keys: list[str] | None, asset_dir: Path) -> dict[str, Any]:
+def written_metadata(published: dict[str, Path], keys: list[str] | None, asset_dir: Path) -> dict[str, Any]:
     """rows_written and path of what was just published (footers only: cheap)."""
     metadata: dict[str, Any] = {"rows_written": sum(_parquet_rows(p) for p in published.values())}
     if keys is None:

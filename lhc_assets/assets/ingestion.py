@@ -16,6 +16,7 @@ from pathlib import Path
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSelection,
     AssetSpec,
     BackfillPolicy,
@@ -45,7 +46,14 @@ from lhc_assets.physics.ingest import (
     summarize,
 )
 from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS, LLF_ROWS
-from resources.io_manager import PartitionNotMaterialized, SparkParquetIOManager, StagedParquet, staged_partition_dir
+from resources.io_manager import (
+    PartitionNotMaterialized,
+    SparkParquetIOManager,
+    StagedParquet,
+    new_version,
+    staged_partition_dir,
+    written_metadata,
+)
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 
@@ -59,29 +67,35 @@ class IngestionConfig(Config):
     compression: str = Field(default="snappy", description="Parquet codec of the written tables.")
 
 
-def _resolve_inputs(keys: list[str], storage: StorageResource) -> list[dict]:
-    """Input file of every key, checked on the driver (cheap: headers and branch lists only)."""
+def _resolve_inputs(keys: list[str], storage: StorageResource) -> tuple[list[dict], dict[str, str]]:
+    """Input file of every key, checked on the driver (cheap: headers and branch lists only).
+
+    Returns the readable files and, per partition key, the problem with the others.
+    """
     available = storage.input_files()
-    problems, files = [], []
+    problems, files = {}, []
     for key in keys:
         if key not in available:
-            problems.append(f"partition {key!r}: no input file under {storage.incoming} maps to this key")
+            problems[key] = f"partition {key!r}: no input file under {storage.incoming} maps to this key"
             continue
         sample, path = available[key]
         try:
             info = inspect_file(str(path))
         except DelphesInputError as exc:
-            problems.append(str(exc))
+            problems[key] = str(exc)
             continue
         files.append({"path": str(path), "sample": sample, "partition_key": key, "num_entries": info.num_entries})
-    if problems:
-        _fail(problems)
-    return files
+    return files, problems
 
 
-def _fail(problems: list[str]) -> None:
-    raise Failure(description="\n".join(problems),
-                  metadata={"bad_inputs": MetadataValue.md("\n".join(f"* {p}" for p in problems))})
+def _fail(problems: list[str], published: list[str] | None = None) -> None:
+    metadata = {"bad_inputs": MetadataValue.md("\n".join(f"* {p}" for p in problems))}
+    description = "\n".join(problems)
+    if published:
+        metadata["published_partitions"] = MetadataValue.md("\n".join(f"* {k}" for k in published))
+        description += (f"\n({len(published)} other partition(s) of this run were materialized; "
+                        "re-run only the failed ones)")
+    raise Failure(description=description, metadata=metadata)
 
 
 _SPEC_COMMON = {"owners": ["team:lhc-data-engineering"]}
@@ -116,7 +130,7 @@ INGESTION_SPECS = [
 
 
 def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], config: IngestionConfig,
-           parallelism: int, io: SparkParquetIOManager) -> list[dict]:
+           parallelism: int) -> list[dict]:
     """The Spark tasks of a run, each a list of slices: balanced entry ranges of the input files, or
     one stored raw_events file each when only the feature tables are recomputed."""
 
@@ -132,12 +146,39 @@ def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], confi
                                    start=start, stop=stop) for i, start, stop in task]} for task in plan]
     tasks = []
     for f in files:
-        try:
-            raw_files = io.partition_files(RAW, f["partition_key"])
-        except PartitionNotMaterialized as exc:
-            _fail([f"{exc}: materialize raw_events for {f['partition_key']} first"])
-        tasks += [{"slices": [slice_(f, source=SOURCE_PARQUET, path=str(r), part=r.stem)]} for r in raw_files]
+        tasks += [{"slices": [slice_(f, source=SOURCE_PARQUET, path=str(r), part=r.stem)]} for r in f["raw_files"]]
     return tasks
+
+
+def _stored_raw_events(keys: list[str], io: SparkParquetIOManager) -> tuple[list[dict], dict[str, str]]:
+    """The current raw_events files of every key, for recomputing the feature tables alone."""
+    files, problems = [], {}
+    for key in keys:
+        try:
+            raw_files = io.partition_files(RAW, key)
+        except PartitionNotMaterialized as exc:
+            problems[key] = f"{exc}: materialize raw_events for {key} first"
+            continue
+        # Partition keys are '<sample>/<stem>'.
+        files.append({"partition_key": key, "sample": key.split("/", 1)[0], "raw_files": raw_files})
+    return files, problems
+
+
+def _publish_good_partitions(context: AssetExecutionContext, io: SparkParquetIOManager, staging: dict[str, Path],
+                             good: list[str], bad: list[str], files: list[dict], summary: dict) -> None:
+    """In a run that failed for some partitions, publish the others and record their materializations,
+    so one bad file does not cost a whole backfill."""
+    version = new_version(context.run.run_id)
+    for t, directory in staging.items():
+        for key in bad:
+            shutil.rmtree(staged_partition_dir(directory, key), ignore_errors=True)
+        published = io.publish_staged(StagedParquet(directory, TABLE_SCHEMAS[t]), t, good, version)
+        for key in good:
+            per_key = {key: summary[key]}
+            metadata = (_raw_metadata([f for f in files if f["partition_key"] == key], per_key) if t == RAW
+                        else _selection_metadata(context, per_key))
+            metadata.update(written_metadata({key: published[key]}, [key], io.asset_dir(t)))
+            context.log_event(AssetMaterialization(asset_key=t, partition=key, metadata=metadata))
 
 
 def _raw_metadata(files: list[dict], summary: dict) -> dict:
@@ -190,25 +231,30 @@ def delphes_ingestion(
     io = warehouse_io_manager
     tables = [t for t in (RAW, HLF, LLF) if AssetKey(t) in context.selected_asset_keys]
     keys = sorted(context.partition_keys)
-    if RAW in tables:
-        files = _resolve_inputs(keys, storage)
-    else:  # features from the stored raw_events files; partition keys are '<sample>/<stem>'
-        files = [{"partition_key": k, "sample": k.split("/", 1)[0]} for k in keys]
+    # Bad partitions are set aside (driver-side checks here, data errors from the tasks below); the run
+    # fails naming each of them, after the good partitions are published.
+    files, problems = _resolve_inputs(keys, storage) if RAW in tables else _stored_raw_events(keys, io)
     session = spark.get_session()
     staging = {t: io.new_staging_dir(t) for t in tables}
     try:
-        tasks = _tasks(files, tables, staging, config, session.sparkContext.defaultParallelism, io)
+        tasks = _tasks(files, tables, staging, config, session.sparkContext.defaultParallelism)
         results = [r for out in run_tasks(session, run_slices, tasks,
                                           description=f"{', '.join(tables)} for {len(keys)} partition(s)")
                    for r in out["results"]]
-        errors = sorted({r["error"] for r in results if r["error"]})
-        if errors:
-            _fail(errors)
+        for r in results:
+            if r["error"]:
+                problems.setdefault(r["partition_key"], r["error"])
+        summary = summarize(results)
+        if problems:
+            bad = sorted(problems)
+            good = [k for k in keys if k not in problems]
+            if good:
+                _publish_good_partitions(context, io, staging, good, bad, files, summary)
+            _fail([problems[k] for k in bad], published=good)
     except BaseException:
         for d in staging.values():
             shutil.rmtree(d, ignore_errors=True)
         raise
-    summary = summarize(results)
     for t in tables:
         metadata = _raw_metadata(files, summary) if t == RAW else _selection_metadata(context, summary)
         yield Output(StagedParquet(staging[t], TABLE_SCHEMAS[t], metadata=metadata), output_name=t)

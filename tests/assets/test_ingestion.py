@@ -158,15 +158,33 @@ def test_truncated_file_fails_its_partition(platform, generated_files):
     assert "cut.root" in failure_messages(result)
 
 
-def test_failed_run_over_several_partitions_keeps_previous_versions(platform, generated_files):
+def test_a_bad_file_in_a_multi_partition_run_fails_only_its_own_partition(platform, generated_files):
     good = platform.add_file("ttbar", generated_files["ttbar"])
+    other = platform.add_file("qcd", generated_files["qcd"])
     assert platform.materialize([good]).success
-    before = platform.version("raw_events", good)
-    platform.add_file("ttbar", name="zz_nan.root", maker=badfiles.with_nan)
-    result = platform.materialize([good, "ttbar/zz_nan"])
+    before = {a: platform.version(a, good) for a in ASSETS}
+    # The file behind 'good' is replaced by a broken one, and a new bad file arrives.
+    badfiles.with_nan(platform.root / "incoming" / "ttbar" / generated_files["ttbar"].name)
+    nan_key = platform.add_file("ttbar", name="zz_nan.root", maker=badfiles.with_nan)
+    zero_key = platform.add_file("wjets", name="zero.root", maker=badfiles.zero_byte)
+
+    result = platform.materialize([good, other, nan_key, zero_key])
     assert not result.success
-    assert "zz_nan.root" in failure_messages(result)
-    assert platform.version("raw_events", good) == before
+    text = failure_messages(result)
+    for name in (generated_files["ttbar"].name, "zz_nan.root", "zero.root"):
+        assert name in text, text
+    assert "1 other partition(s) of this run were materialized" in text
+    for a in ASSETS:
+        # Bad partitions keep what they had (the previous good version, or nothing) ...
+        assert platform.version(a, good) == before[a] and before[a].is_dir()
+        assert platform.version(a, nan_key) is None and platform.version(a, zero_key) is None
+        # ... and the good one of the same run is published and recorded as materialized.
+        assert platform.version(a, other) is not None
+        assert other in platform.instance.get_materialized_partitions(AssetKey(a))
+    assert platform.table("raw_events", other).num_rows == 800
+    meta = _metadata(platform, "hlf_features", other)
+    assert meta["events_read"] == 800 and meta["rows_written"] == platform.table("hlf_features", other).num_rows
+    assert not list((platform.root / "warehouse").glob("*/.staging-*"))
 
 
 def test_file_whose_events_all_fail_selection_succeeds_with_zero_rows(platform):
