@@ -62,6 +62,7 @@ class SparkTable:
     df: Any  # pyspark.sql.DataFrame
     after_write: Callable[[], dict[str, Any]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # extra Parquet writer options (row group size, ...)
 
 
 @dataclass
@@ -79,6 +80,19 @@ class StagedParquet:
 
 class PartitionNotMaterialized(Exception):
     pass
+
+
+def staging_dir(storage: StorageResource, asset_name: str) -> Path:
+    """A fresh hidden directory under the asset's folder to write a new version into (same filesystem)."""
+    base = storage.asset_dir(asset_name)
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
+
+
+def materialized_path(storage: StorageResource, asset_name: str, partition_key: str | None = None) -> Path | None:
+    """The current version directory of an asset (or one partition of it), None if never materialized."""
+    base = storage.asset_dir(asset_name)
+    return current_version(base if partition_key is None else base / key_path(partition_key))
 
 
 def staged_partition_dir(staging: Path, partition_key: str) -> Path:
@@ -159,18 +173,17 @@ class SparkParquetIOManager(ConfigurableIOManager):
             except FileNotFoundError:
                 pass
 
-    def write(self, df, asset_name: str, partition_keys: list[str] | None, version: str) -> dict[str, Path]:
+    def write(self, df, asset_name: str, partition_keys: list[str] | None, version: str,
+              options: dict[str, str] | None = None) -> dict[str, Path]:
         """Write ``df`` atomically; returns the published version directory per partition key."""
         base = self.asset_dir(asset_name)
         base.mkdir(parents=True, exist_ok=True)
         self._clean_stale_staging(base)
         staging = base / f"{_STAGING_PREFIX}{version}"
-        writer = df.write.mode("errorifexists")
-        for k, v in PARQUET_OPTIONS.items():
-            writer = writer.option(k, v)
+        options = {**PARQUET_OPTIONS, **(options or {})}
         try:
             if partition_keys is None:
-                writer.parquet(str(staging))
+                df.write.mode("errorifexists").options(**options).parquet(str(staging))
                 return {"": _publish(staging, base, version)}
             if PARTITION_COLUMN not in df.columns:
                 raise ValueError(f"{asset_name}: a partitioned table needs a '{PARTITION_COLUMN}' column")
@@ -178,7 +191,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
             from pyspark.sql import functions as F
 
             df.withColumn("_pk", F.col(PARTITION_COLUMN)).write.mode("errorifexists").options(
-                **PARQUET_OPTIONS
+                **options
             ).partitionBy("_pk").parquet(str(staging))
             return self._publish_partitions(staging, asset_name, partition_keys, version,
                                             lambda: _arrow_schema(df))
@@ -203,10 +216,8 @@ class SparkParquetIOManager(ConfigurableIOManager):
 
     def new_staging_dir(self, asset_name: str) -> Path:
         """A fresh hidden directory under the asset's folder (same filesystem, so publishing is a rename)."""
-        base = self.asset_dir(asset_name)
-        base.mkdir(parents=True, exist_ok=True)
-        self._clean_stale_staging(base)
-        return base / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
+        self._clean_stale_staging(self.asset_dir(asset_name))
+        return staging_dir(self.storage, asset_name)
 
     def publish_staged(self, staged: StagedParquet, asset_name: str, partition_keys: list[str] | None,
                        version: str) -> dict[str, Path]:
@@ -231,7 +242,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
             return
         table = obj if isinstance(obj, SparkTable) else SparkTable(obj)
         try:
-            published = self.write(table.df, asset_name, keys, self._new_version(context))
+            published = self.write(table.df, asset_name, keys, self._new_version(context), table.options)
         except Exception as exc:
             message = input_error_message(exc)
             if message is None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-_INPUT_ERROR = re.compile(r"DelphesInputError: (?P<msg>[^\n]+)")
+# Errors about the data (bad input file, feature tables that do not match) as opposed to bugs.
+_INPUT_ERROR = re.compile(r"(?:DelphesInputError|DatasetInputError): (?P<msg>[^\n]+)")
 
 
 def input_error_message(exc: BaseException) -> str | None:
-    """The ``DelphesInputError`` message raised inside a Spark task, if that is what failed."""
+    """The message of a data error (``DelphesInputError``, ``DatasetInputError``) raised in a Spark task."""
     text = f"{exc}"
     cause = exc.__cause__ or exc.__context__
     while cause is not None:

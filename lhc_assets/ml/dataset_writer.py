@@ -1,0 +1,275 @@
+"""Writing the training datasets: the work units Spark schedules, in plain pyarrow and numpy.
+
+The inclusive datasets carry 801 x 19 floats per event. Moving those through the JVM (Arrow -> Spark
+rows -> parquet-mr) runs at a few hundred events/s per core, so Spark schedules these units as tasks
+and each one reads and writes Parquet with pyarrow in its Python worker; only small results (counts,
+moments) return to the driver. The shuffle of the train split is a two-step exchange through files on
+the shared data root:
+
+* map (one task per group of input partitions): select the events of ``undersampled_dataset``, build
+  the training columns and write them, grouped by output shard, as Arrow IPC pieces;
+* reduce (one task per output file): gather the pieces of one shard, sort them by the shuffle key and
+  write one Parquet file with small row groups (what Petastorm reads as a unit).
+
+Shards are contiguous ranges of the shuffle key (``preparation.shard_of``), so the files in order are
+the whole split sorted by the key: the same rows in the same order on every run with the same seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from lhc_assets.ml.preparation import (
+    GRU_WIDTH,
+    N_CLASSES,
+    N_HLF,
+    N_LLF,
+    FeatureScalers,
+    Moments,
+    gru_input,
+    one_hot,
+    scale_hlf,
+    shard_of,
+)
+from lhc_assets.physics.schema import HLF_COLUMNS
+
+SPLITS = ("train", "test")
+SHUFFLE_KEY = "shuffle_key"
+IDENTITY = ("sample", "file", "entry")
+FLOAT_LIST = pa.list_(pa.field("element", pa.float32(), nullable=False))
+INCLUSIVE_SCHEMA = pa.schema([
+    pa.field("sample", pa.string(), nullable=False),
+    pa.field("file", pa.string(), nullable=False),
+    pa.field("entry", pa.int64(), nullable=False),
+    pa.field("label", FLOAT_LIST, nullable=False),
+    pa.field("hlf_input", FLOAT_LIST, nullable=False),
+    pa.field("gru_input", FLOAT_LIST, nullable=False),
+])
+_PIECE_SCHEMA = pa.schema([pa.field(SHUFFLE_KEY, pa.int64(), nullable=False), *INCLUSIVE_SCHEMA])
+BYTES_PER_INCLUSIVE_EVENT = 4 * (GRU_WIDTH + N_HLF + N_CLASSES) + 8 + 48  # values, entry, identity strings
+
+
+class DatasetInputError(ValueError):
+    """The feature tables do not match the selection (for example one of them was re-materialized alone)."""
+
+
+def float_lists(matrix: np.ndarray) -> pa.ListArray:
+    """(n, w) float32 -> list<float> column with n rows of w values (zero-copy of the values)."""
+    matrix = np.ascontiguousarray(matrix, np.float32)
+    n, w = matrix.shape
+    if n * w >= 2**31:
+        raise ValueError(f"{n} rows of {w} values do not fit a 32-bit-offset list column; use smaller chunks")
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * w), pa.array(matrix.ravel()),
+                                    type=FLOAT_LIST)
+
+
+def rows_per_row_group(row_group_bytes: int, bytes_per_row: int = BYTES_PER_INCLUSIVE_EVENT) -> int:
+    """Events per Parquet row group so that a row group holds about ``row_group_bytes`` uncompressed."""
+    return max(1, int(row_group_bytes) // bytes_per_row)
+
+
+def _selection(selection_dir: str, keys: list[str], columns: list[str]) -> pa.Table:
+    dataset = ds.dataset(selection_dir, format="parquet")
+    return dataset.to_table(columns=columns, filter=pc.field("partition_key").isin(keys))
+
+
+def _matched_llf(key: str, llf_dir: str, entries: np.ndarray, chunk_events: int):
+    """Yield (selection row indices, llf row offsets, llf rows) for the selected entries of one partition."""
+    order = np.argsort(entries, kind="stable")
+    sorted_entries = entries[order]
+    found = 0
+    files = sorted(p for p in Path(llf_dir).glob("*.parquet") if not p.name.startswith(("_", ".")))
+    for path in files:
+        columns = ["entry", "n_particles", "llf"]
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_events, columns=columns):
+            batch_entries = batch.column(0).to_numpy()
+            pos = np.minimum(np.searchsorted(sorted_entries, batch_entries), max(len(sorted_entries) - 1, 0))
+            hit = sorted_entries[pos] == batch_entries if len(sorted_entries) else np.zeros(len(batch_entries), bool)
+            if not hit.any():
+                continue
+            take = np.flatnonzero(hit)
+            n_particles = batch.column(1).to_numpy()[take].astype(np.int64)
+            values = batch.column(2).take(pa.array(take)).flatten().to_numpy()
+            offsets = np.zeros(len(take) + 1, np.int64)
+            np.cumsum(n_particles, out=offsets[1:])
+            if values.size != offsets[-1] * N_LLF:
+                raise DatasetInputError(
+                    f"llf_features partition {key!r} ({path}): stored particle values do not match n_particles")
+            found += len(take)
+            yield order[pos[take]], offsets, values.reshape(-1, N_LLF)
+    if found != len(entries):
+        raise DatasetInputError(
+            f"llf_features partition {key!r}: {len(entries) - found} of the {len(entries)} selected events are "
+            f"missing from {llf_dir}; hlf_features and llf_features come from different inputs, re-materialize "
+            "the partition")
+
+
+@dataclass(frozen=True)
+class MomentsTask:
+    """LLF moments over the real particle rows of the train events of some partitions."""
+
+    partitions: tuple[tuple[str, str], ...]  # (partition key, llf_features version directory)
+    selection_dir: str
+    chunk_events: int = 2000
+
+
+def run_moments(task: MomentsTask) -> tuple[int, Moments]:
+    """(train events seen, moments of their particle rows)."""
+    keys = [k for k, _ in task.partitions]
+    sel = _selection(task.selection_dir, keys, ["partition_key", "entry", "split"])
+    sel = sel.filter(pc.equal(sel["split"], "train"))
+    total, events = Moments(), 0
+    for key, llf_dir in task.partitions:
+        entries = sel.filter(pc.equal(sel["partition_key"], key))["entry"].to_numpy()
+        for idx, _, rows in _matched_llf(key, llf_dir, entries, task.chunk_events):
+            events += len(idx)
+            total = total.merge(Moments.of(rows))
+    return events, total
+
+
+@dataclass(frozen=True)
+class ShuffleMapTask:
+    """Build the training columns of the selected events of some partitions, written as pieces per shard."""
+
+    task_id: int
+    partitions: tuple[tuple[str, str], ...]  # (partition key, llf_features version directory)
+    selection_dir: str
+    scalers: dict
+    shards: tuple[tuple[str, int], ...]  # (split, number of output files)
+    out_dir: str
+    chunk_events: int = 1000
+
+
+def piece_dir(out_dir: str | Path, split: str, shard: int) -> Path:
+    return Path(out_dir) / split / f"shard-{shard:05d}"
+
+
+def run_map(task: ShuffleMapTask) -> dict[str, int]:
+    """Rows written per split: one Arrow IPC piece per (task, split, shard), appended chunk by chunk."""
+    scalers = FeatureScalers.from_dict(task.scalers)
+    shards = dict(task.shards)
+    keys = [k for k, _ in task.partitions]
+    columns = ["partition_key", *IDENTITY, "label", "split", SHUFFLE_KEY, *HLF_COLUMNS]
+    sel = _selection(task.selection_dir, keys, columns)
+    written = dict.fromkeys(shards, 0)
+    writers: dict[tuple[str, int], tuple[pa.OSFile, pa.ipc.RecordBatchFileWriter]] = {}
+    try:
+        for key, llf_dir in task.partitions:
+            part = sel.filter(pc.equal(sel["partition_key"], key))
+            if part.num_rows == 0:
+                continue
+            hlf_raw = np.column_stack([part[c].to_numpy() for c in HLF_COLUMNS])
+            labels = part["label"].to_numpy()
+            split = part["split"].to_numpy(zero_copy_only=False)
+            shuffle_keys = part[SHUFFLE_KEY].to_numpy()
+            for idx, offsets, rows in _matched_llf(key, llf_dir, part["entry"].to_numpy(), task.chunk_events):
+                chunk = pa.table({
+                    SHUFFLE_KEY: pa.array(shuffle_keys[idx]),
+                    "sample": part["sample"].take(pa.array(idx)),
+                    "file": part["file"].take(pa.array(idx)),
+                    "entry": part["entry"].take(pa.array(idx)),
+                    "label": float_lists(one_hot(labels[idx])),
+                    "hlf_input": float_lists(scale_hlf(hlf_raw[idx], scalers)),
+                    "gru_input": float_lists(gru_input(offsets, rows, scalers)),
+                }).cast(_PIECE_SCHEMA)
+                for name, n_shards in shards.items():
+                    in_split = np.flatnonzero(split[idx] == name)
+                    if not len(in_split):
+                        continue
+                    shard = shard_of(shuffle_keys[idx][in_split], n_shards)
+                    for s in np.unique(shard):
+                        out = writers.get((name, int(s)))
+                        if out is None:
+                            target = piece_dir(task.out_dir, name, int(s))
+                            target.mkdir(parents=True, exist_ok=True)
+                            sink = pa.OSFile(str(target / f"map-{task.task_id:05d}.arrow"), "wb")
+                            out = writers[(name, int(s))] = (sink, pa.ipc.new_file(sink, _PIECE_SCHEMA))
+                        rows_s = in_split[shard == s]
+                        out[1].write_table(chunk.take(pa.array(rows_s)))
+                        written[name] += len(rows_s)
+    finally:
+        for sink, writer in writers.values():
+            writer.close()
+            sink.close()
+    return written
+
+
+@dataclass(frozen=True)
+class ShuffleReduceTask:
+    """Gather the pieces of one shard, sort by the shuffle key and write one Parquet file."""
+
+    split: str
+    shard: int
+    pieces_dir: str
+    out_file: str
+    row_group_rows: int
+    compression: str = "snappy"
+
+
+def run_reduce(task: ShuffleReduceTask) -> int:
+    """Rows written (0 and no file when the shard received no rows)."""
+    files = sorted(Path(task.pieces_dir).glob("*.arrow")) if Path(task.pieces_dir).is_dir() else []
+    if not files:
+        return 0
+    tables = []
+    for f in files:
+        with pa.memory_map(str(f)) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    table = pa.concat_tables(tables)
+    order = pc.sort_indices(table.select([SHUFFLE_KEY, *IDENTITY]),
+                            sort_keys=[(SHUFFLE_KEY, "ascending"), *((c, "ascending") for c in IDENTITY)])
+    table = table.take(order).drop_columns([SHUFFLE_KEY])
+    tmp = Path(task.out_file).with_name(f".{Path(task.out_file).name}.partial")
+    pq.write_table(table, tmp, row_group_size=task.row_group_rows, compression=task.compression,
+                   use_dictionary=list(IDENTITY[:2]), write_statistics=list(IDENTITY))
+    tmp.rename(task.out_file)
+    return table.num_rows
+
+
+def write_empty(out_file: str | Path, schema: pa.Schema = INCLUSIVE_SCHEMA) -> None:
+    """A split without rows still gets one file that carries the schema."""
+    pq.write_table(pa.Table.from_batches([], schema=schema), out_file)
+
+
+@dataclass
+class ColumnScan:
+    """What the dataset checks look at, gathered row group by row group (never the whole dataset at once)."""
+
+    rows: int = 0
+    bad_lengths: dict[str, int] | None = None
+    non_finite: dict[str, int] | None = None
+    minimum: dict[str, float] | None = None
+    maximum: dict[str, float] | None = None
+
+
+def scan_dataset(path: str | Path, columns: dict[str, int]) -> ColumnScan:
+    """Row count, rows with a wrong list length, non-finite values and the value range of list columns.
+
+    ``columns`` maps a list column to its expected length.
+    """
+    scan = ColumnScan(0, dict.fromkeys(columns, 0), dict.fromkeys(columns, 0),
+                      dict.fromkeys(columns, np.inf), dict.fromkeys(columns, -np.inf))
+    files = sorted(p for p in Path(path).glob("*.parquet") if not p.name.startswith(("_", ".")))
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            table = pf.read_row_group(i, columns=list(columns))
+            scan.rows += table.num_rows
+            for name, width in columns.items():
+                col = table[name].combine_chunks()
+                lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+                scan.bad_lengths[name] += int(np.count_nonzero(lengths != width))
+                values = col.flatten().to_numpy(zero_copy_only=False)
+                if values.size:
+                    finite = np.isfinite(values)
+                    scan.non_finite[name] += int(values.size - np.count_nonzero(finite))
+                    scan.minimum[name] = min(scan.minimum[name], float(values[finite].min(initial=np.inf)))
+                    scan.maximum[name] = max(scan.maximum[name], float(values[finite].max(initial=-np.inf)))
+    return scan
