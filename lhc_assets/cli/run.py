@@ -18,6 +18,8 @@ from resources.storage import storage_from_env
 DEFAULT_FILES_PER_SAMPLE = 3
 DEFAULT_EVENTS_PER_FILE = 3000
 DEFAULT_SEED = 42
+# The console shows warnings and failures; every event stays in the Dagster instance (and the UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return rc
 
     ok = materialize_ingestion(storage)
+    if ok:
+        ok = materialize_training_data()
 
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
     print_summary(storage)
@@ -100,7 +104,7 @@ def materialize_ingestion(storage) -> bool:
         result = job.execute_in_process(
             instance=instance,
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-            raise_on_error=False,
+            raise_on_error=False, run_config=QUIET,
         )
         if not result.success:
             ok = False
@@ -108,6 +112,35 @@ def materialize_ingestion(storage) -> bool:
                 if event.is_step_failure:
                     print(f"  FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
     return ok
+
+
+def _latest_timestamp(instance, asset: str) -> float:
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    return event.timestamp if event else 0.0
+
+
+def materialize_training_data() -> bool:
+    """Materialize the training-data assets unless they are newer than every feature table."""
+    from dagster import DagsterInstance
+
+    from lhc_assets.definitions import defs
+
+    instance = DagsterInstance.get()
+    features = max(_latest_timestamp(instance, a) for a in ("hlf_features", "llf_features"))
+    if _latest_timestamp(instance, "train_set") > features:
+        print("training data: up to date with the feature tables")
+        return True
+    print("training data: undersampling, scalers and the Petastorm datasets")
+    result = defs.resolve_job_def("training_data_job").execute_in_process(instance=instance, raise_on_error=False,
+                                                                      run_config=QUIET)
+    for event in result.all_events:
+        if event.is_step_failure:
+            print(f"  FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            print(f"  CHECK FAILED {event.event_specific_data.check_name}")
+    return result.success
 
 
 def print_summary(storage) -> None:
@@ -129,6 +162,12 @@ def print_summary(storage) -> None:
         selected = sum(rows("hlf_features", k) for k in keys)
         eff = f"{selected / read:.3f}" if read else "-"
         print(f"  {sample:8s} {len(keys):5d} {read:8d} {selected:9d} {eff:>10s}")
+    sets = {name: current_version(storage.asset_dir(name)) for name in ("train_set", "test_set")}
+    if all(sets.values()):
+        counts = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
+                  for name, path in sets.items()}
+        print(f"  training data: {counts['train_set']} train / {counts['test_set']} test events, balanced over "
+              f"{len(SAMPLES)} classes (Petastorm datasets: train_set, test_set, hlf_train_set, hlf_test_set)")
     print(f"  warehouse: {storage.warehouse}")
 
 

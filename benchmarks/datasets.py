@@ -1,0 +1,134 @@
+"""Benchmark of the training data: feature tables -> balanced train/test Petastorm datasets, and readers.
+
+Prints one JSON object. Runs in one process: generates Delphes files, materializes the ingestion graph
+(not timed), then
+
+* preparation: the Dagster ``training_data_job`` (undersampling, split, scalers, HLF-only and inclusive
+  datasets, their checks) on ``local[2]``, timed on the second of two runs (JVM start, numba compilation
+  and Python worker start excluded); events/s per core counts the selected events read from the
+  feature tables;
+* readers: Keras ``fit`` of the HLF classifier (on hlf_train_set) and of the inclusive classifier (on
+  train_set), DESIGN.md section 6, fed from in-memory numpy arrays, from the Petastorm reader and from the
+  plain pyarrow reader over the same dataset, samples/s after a warm-up epoch. The ratio to in-memory is
+  the reader's cost.
+
+    python benchmarks/datasets.py [--quick]
+
+Keys: prep_events_per_s_per_core, hlf_inmemory_samples_per_s, hlf_petastorm_samples_per_s,
+hlf_arrow_samples_per_s, hlf_petastorm_vs_inmemory, and the same for inclusive_..., plus the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+SAMPLES = ("qcd", "ttbar", "wjets")
+BATCH = 128
+
+
+def _prepare(root: Path, events_per_file: int, files: int) -> dict:
+    from dagster import DagsterInstance
+
+    from lhc_assets.cli.generate import main as generate
+    from lhc_assets.definitions import build_definitions
+    from resources.io_manager import materialized_path
+    from resources.storage import StorageResource
+
+    generate(["--out", str(root / "incoming"), "--events-per-file", str(events_per_file), "--files-per-sample",
+              str(files), "--seed", "3", "--jobs", "2", "--quiet"])
+    os.environ.update(LHC_DATA_ROOT=str(root), LHC_SPARK_MASTER="local[2]", LHC_SPARK_DRIVER_MEMORY="2g")
+    defs = build_definitions()
+    storage = StorageResource(root=str(root))
+    keys = sorted(storage.input_files())
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("delphes_files", keys)
+        result = defs.resolve_job_def("ingestion_job").execute_in_process(
+            instance=instance, run_config=quiet,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+        assert result.success
+        import pyarrow.parquet as pq
+
+        feature_events = sum(pq.ParquetFile(f).metadata.num_rows for k in keys
+                             for f in materialized_path(storage, "hlf_features", k).glob("*.parquet"))
+        seconds = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            result = defs.resolve_job_def("training_data_job").execute_in_process(instance=instance, run_config=quiet)
+            seconds.append(time.perf_counter() - t0)
+            assert result.success
+    train = materialized_path(storage, "train_set")
+    train_events = sum(pq.ParquetFile(f).metadata.num_rows for f in train.glob("*.parquet"))
+    return {"feature_events": feature_events, "train_events": train_events, "seconds": seconds[-1],
+            "first_run_seconds": seconds[0], "train_set": str(train),
+            "hlf_train_set": str(materialized_path(storage, "hlf_train_set"))}
+
+
+def _rate(fit, samples: int) -> float:
+    fit()  # warm-up: tracing, reader start
+    t0 = time.perf_counter()
+    fit()
+    return samples / (time.perf_counter() - t0)
+
+
+def _readers(train_set: str, inputs: str, epochs: int, max_steps: int | None) -> dict:
+    import keras
+
+    from lhc_assets.ml.models import hlf_classifier, inclusive_classifier
+    from lhc_assets.ml.readers import arrow_dataset, load_arrays, petastorm_dataset
+
+    keras.utils.set_random_seed(1)
+    x, y = load_arrays(train_set, inputs)
+    n = len(y)
+    steps = n // BATCH if max_steps is None else min(max_steps, n // BATCH)
+    samples = steps * BATCH * epochs
+    x = {k: v[:steps * BATCH] for k, v in x.items()} if inputs == "inclusive" else x[:steps * BATCH]
+    y = y[: steps * BATCH]
+    build = hlf_classifier if inputs == "hlf" else inclusive_classifier
+    out = {"train_events": n, "steps_per_epoch": steps, "epochs": epochs}
+
+    model = build(seed=1)
+    out["inmemory_samples_per_s"] = _rate(
+        lambda: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0), samples)
+    for name, reader in (("petastorm", petastorm_dataset), ("arrow", arrow_dataset)):
+        model = build(seed=1)
+        with reader(train_set, inputs, batch_size=BATCH, num_epochs=None, seed=5) as ds:
+            out[f"{name}_samples_per_s"] = _rate(
+                lambda ds=ds, model=model: model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0), samples)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer events (under 3 minutes)")
+    args = p.parse_args()
+    events_per_file, files = (3000, 2) if args.quick else (5000, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        prep = _prepare(Path(tmp), events_per_file, files)
+        hlf = _readers(prep["hlf_train_set"], "hlf", epochs=20 if args.quick else 30, max_steps=None)
+        inclusive = _readers(prep["train_set"], "inclusive", epochs=1, max_steps=4 if args.quick else 12)
+    result = {
+        "benchmark": "datasets",
+        "prep_events_per_s_per_core": prep["feature_events"] / prep["seconds"] / 2,
+        "prep_output_events_per_s_per_core": prep["train_events"] / 0.8 / prep["seconds"] / 2,
+        **{f"hlf_{k}": v for k, v in hlf.items() if k.endswith("samples_per_s")},
+        "hlf_petastorm_vs_inmemory": hlf["petastorm_samples_per_s"] / hlf["inmemory_samples_per_s"],
+        "hlf_arrow_vs_inmemory": hlf["arrow_samples_per_s"] / hlf["inmemory_samples_per_s"],
+        **{f"inclusive_{k}": v for k, v in inclusive.items() if k.endswith("samples_per_s")},
+        "inclusive_petastorm_vs_inmemory": inclusive["petastorm_samples_per_s"] / inclusive["inmemory_samples_per_s"],
+        "inclusive_arrow_vs_inmemory": inclusive["arrow_samples_per_s"] / inclusive["inmemory_samples_per_s"],
+        "targets": {"prep_events_per_s_per_core": 2000, "hlf_petastorm_vs_inmemory": 0.9},
+        "reference_2019_prep_events_per_s_per_core": 3,
+        "runs": {"preparation": {k: v for k, v in prep.items() if not k.endswith("train_set")}, "hlf": hlf,
+                 "inclusive": inclusive},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
