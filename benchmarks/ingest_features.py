@@ -98,27 +98,21 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
             keys = sorted(StorageResource(root=str(where)).input_files())
             with DagsterInstance.ephemeral() as instance:
                 instance.add_dynamic_partitions("delphes_files", keys)
-                t0 = time.perf_counter()
-                result = defs.resolve_job_def("ingestion_job").execute_in_process(
-                    instance=instance,
-                    tags={"dagster/asset_partition_range_start": keys[0],
-                          "dagster/asset_partition_range_end": keys[-1]},
-                    run_config=run_config,
-                )
-                timings[label] = time.perf_counter() - t0
-                assert result.success
+
+                def run(job: str, instance=instance, defs=defs, keys=keys):
+                    t0 = time.perf_counter()
+                    result = defs.resolve_job_def(job).execute_in_process(
+                        instance=instance, run_config=run_config,
+                        tags={"dagster/asset_partition_range_start": keys[0],
+                              "dagster/asset_partition_range_end": keys[-1]})
+                    assert result.success
+                    return result, time.perf_counter() - t0
+
+                result, timings[label] = run("ingestion_job")
                 steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
                          if e.event_type_value == "STEP_SUCCESS"}
                 # The feature tables alone, recomputed from the stored raw_events (features_job).
-                t0 = time.perf_counter()
-                result = defs.resolve_job_def("features_job").execute_in_process(
-                    instance=instance,
-                    tags={"dagster/asset_partition_range_start": keys[0],
-                          "dagster/asset_partition_range_end": keys[-1]},
-                    run_config=run_config,
-                )
-                timings[f"{label}_features"] = time.perf_counter() - t0
-                assert result.success
+                _, timings[f"{label}_features"] = run("features_job")
         sampler.stop.set()
         sampler.join()
         n = events_per_file * len(SAMPLES)

@@ -174,7 +174,7 @@ def _publish_good_partitions(context: AssetExecutionContext, io: SparkParquetIOM
             shutil.rmtree(staged_partition_dir(directory, key), ignore_errors=True)
         published = io.publish_staged(StagedParquet(directory, TABLE_SCHEMAS[t]), t, good, version)
         for key in good:
-            per_key = {key: summary[key]}
+            per_key = {key: summary.get(key, {"events_read": 0, "rows": {}, "reasons": {}})}
             metadata = (_raw_metadata([f for f in files if f["partition_key"] == key], per_key) if t == RAW
                         else _selection_metadata(context, per_key))
             metadata.update(written_metadata({key: published[key]}, [key], io.asset_dir(t)))
