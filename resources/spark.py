@@ -53,6 +53,8 @@ class SparkResource(ConfigurableResource):
             "spark.app.name": self.app_name,
             "spark.driver.memory": self.driver_memory,
             "spark.ui.enabled": str(self.ui_enabled).lower(),
+            # Progress goes to Dagster's event log; the console bar only garbles CLI output and logs.
+            "spark.ui.showConsoleProgress": "false",
             # Executors must run this interpreter (the venv's), not whatever python is on PATH.
             "spark.pyspark.python": sys.executable,
             "spark.pyspark.driver.python": sys.executable,
