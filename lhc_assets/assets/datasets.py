@@ -1,7 +1,7 @@
 """Stage 2b of the study: balanced, scaled, shuffled training data that TensorFlow streams (DESIGN.md section 5).
 
-undersampled_dataset -> feature_scalers -> hlf_train_set / hlf_test_set (HLF only, written by Spark)
-                                        -> train_set / test_set (HLF + GRU input, written by Spark tasks)
+undersampled_dataset -> feature_scalers, train_set, test_set (one pass over the particle lists, Spark tasks)
+                     -> hlf_train_set / hlf_test_set (HLF only, written by Spark, scaled with feature_scalers)
 """
 
 
@@ -128,35 +128,6 @@ def _feature_partitions(storage: StorageResource, selection) -> list[tuple[str, 
     return out
 
 
-@asset(
-    group_name="datasets",
-    kinds={"spark", "json"},
-    tags={"stage": "training-data"},
-    owners=_OWNERS,
-    deps=["llf_features"],
-    io_manager_key="json_io_manager",
-    description=(
-        "Scalers fitted on the train split only: min-max for the 14 HLF, per-feature mean/std for the 19 LLF "
-        "columns over real particle rows (padding excluded). A small JSON artifact under <data root>/models/."
-    ),
-)
-def feature_scalers(
-    context: AssetExecutionContext, spark: SparkResource, storage: StorageResource, undersampled_dataset
-) -> Output[dict]:
-    from lhc_assets.spark.training_data import hlf_range, llf_moments
-
-    mins, maxs = hlf_range(undersampled_dataset)
-    partitions = _feature_partitions(storage, undersampled_dataset)
-    selection_dir = str(materialized_path(storage, "undersampled_dataset"))
-    events, moments = _data_errors(lambda: llf_moments(spark.get_session(), partitions, selection_dir))
-    scalers = FeatureScalers(
-        hlf_min=tuple(mins), hlf_max=tuple(maxs), llf_mean=tuple(float(v) for v in moments.mean),
-        llf_std=tuple(float(v) for v in moments.std()), train_events=events, train_particles=moments.count,
-    )
-    return Output(scalers.to_dict(), metadata={
-        **_scalers_tables(scalers), "train_events": events, "train_particles": moments.count})
-
-
 def _data_errors(fn):
     """Run ``fn``; a data error raised inside a Spark task becomes a Failure with its message."""
     from lhc_assets.spark.errors import input_error_message
@@ -199,13 +170,20 @@ def hlf_datasets(context: AssetExecutionContext, config: DatasetConfig, undersam
     group_name="datasets",
     deps=["llf_features"],
     outs={
-        f"{split}_set": AssetOut(
+        "feature_scalers": AssetOut(
+            io_manager_key="json_io_manager", kinds={"spark", "json"}, owners=_OWNERS,
+            tags={"stage": "training-data"},
+            description=(
+                "Scalers fitted on the train split only: min-max for the 14 HLF, per-feature mean/std for the 19 "
+                "LLF columns over real particle rows (padding excluded), fitted in the same pass over the particle "
+                "lists that builds train_set and test_set. A small JSON artifact under <data root>/models/.")),
+        **{f"{split}_set": AssetOut(
             io_manager_key="warehouse_io_manager", kinds={"spark", "parquet"}, owners=_OWNERS, tags=_DATASET_TAGS,
             description=(f"Inclusive {split} data for Petastorm: sample, file, entry, label (one-hot float32[3]), "
                          "hlf_input (float32[14], scaled), gru_input (float32[801*19]: zero padding rows first, then "
                          "the real rows sorted by dR to the lepton, descending, standardised with the train "
                          "mean/std), in shuffle order, row groups of about 1 MB."))
-        for split in SPLITS
+           for split in SPLITS},
     },
 )
 def inclusive_datasets(
@@ -214,26 +192,27 @@ def inclusive_datasets(
     spark: SparkResource,
     storage: StorageResource,
     undersampled_dataset,
-    feature_scalers: dict,
 ):
+    from lhc_assets.spark.training_data import hlf_range, split_counts
     from lhc_assets.spark.training_data import inclusive_datasets as write
-    from lhc_assets.spark.training_data import split_counts
 
-    scalers = FeatureScalers.from_dict(feature_scalers)
+    hlf_min, hlf_max = hlf_range(undersampled_dataset)
     partitions = _feature_partitions(storage, undersampled_dataset)
     totals = {s: sum(c.values()) for s, c in split_counts(undersampled_dataset).items()}
     out_dirs = {s: staging_dir(storage, f"{s}_set") for s in SPLITS}
     row_group_rows = rows_per_row_group(config.row_group_bytes)
     try:
-        written = _data_errors(lambda: write(
-            spark.get_session(), partitions, str(materialized_path(storage, "undersampled_dataset")), scalers,
-            totals, out_dirs, storage.warehouse / f".shuffle-{uuid.uuid4().hex}",
+        written, scalers = _data_errors(lambda: write(
+            spark.get_session(), partitions, str(materialized_path(storage, "undersampled_dataset")), hlf_min,
+            hlf_max, totals, out_dirs, storage.warehouse / f".shuffle-{uuid.uuid4().hex}",
             events_per_file=config.events_per_file, row_group_rows=row_group_rows, compression=config.compression,
         ))
     except BaseException:
         for d in out_dirs.values():
             shutil.rmtree(d, ignore_errors=True)
         raise
+    yield Output(scalers.to_dict(), output_name="feature_scalers", metadata={
+        **_scalers_tables(scalers), "train_events": scalers.train_events, "train_particles": scalers.train_particles})
     for split in SPLITS:
         if written[split] != totals[split]:
             raise Failure(description=f"{split}_set: wrote {written[split]} events, the selection has {totals[split]}")
@@ -315,7 +294,7 @@ def hlf_test_set_finite_and_shaped(storage: StorageResource) -> AssetCheckResult
     return _dataset_check(storage, "hlf_test_set", _HLF_SHAPES)
 
 
-dataset_assets = [undersampled_dataset, feature_scalers, hlf_datasets, inclusive_datasets]
+dataset_assets = [undersampled_dataset, inclusive_datasets, hlf_datasets]
 dataset_checks = [classes_balanced, train_test_disjoint, train_set_finite_and_shaped, test_set_finite_and_shaped,
                   hlf_train_set_scaled, hlf_test_set_finite_and_shaped]
 

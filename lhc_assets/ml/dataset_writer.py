@@ -37,6 +37,7 @@ from lhc_assets.ml.preparation import (
     one_hot,
     scale_hlf,
     shard_of,
+    standardise_gru,
 )
 from lhc_assets.physics.schema import HLF_COLUMNS
 
@@ -112,36 +113,14 @@ def _matched_llf(key: str, llf_dir: str, entries: np.ndarray, chunk_events: int)
 
 
 @dataclass(frozen=True)
-class MomentsTask:
-    """LLF moments over the real particle rows of the train events of some partitions."""
-
-    partitions: tuple[tuple[str, str], ...]  # (partition key, llf_features version directory)
-    selection_dir: str
-    chunk_events: int = 2000
-
-
-def run_moments(task: MomentsTask) -> tuple[int, Moments]:
-    """(train events seen, moments of their particle rows)."""
-    keys = [k for k, _ in task.partitions]
-    sel = _selection(task.selection_dir, keys, ["partition_key", "entry", "split"])
-    sel = sel.filter(pc.equal(sel["split"], "train"))
-    total, events = Moments(), 0
-    for key, llf_dir in task.partitions:
-        entries = sel.filter(pc.equal(sel["partition_key"], key))["entry"].to_numpy()
-        for idx, _, rows in _matched_llf(key, llf_dir, entries, task.chunk_events):
-            events += len(idx)
-            total = total.merge(Moments.of(rows))
-    return events, total
-
-
-@dataclass(frozen=True)
 class ShuffleMapTask:
     """Build the training columns of the selected events of some partitions, written as pieces per shard."""
 
     task_id: int
     partitions: tuple[tuple[str, str], ...]  # (partition key, llf_features version directory)
     selection_dir: str
-    scalers: dict
+    hlf_min: tuple[float, ...]  # the train ranges (the LLF mean/std are fitted by the map itself)
+    hlf_max: tuple[float, ...]
     shards: tuple[tuple[str, int], ...]  # (split, number of output files)
     out_dir: str
     chunk_events: int = 1000
@@ -151,10 +130,18 @@ def piece_dir(out_dir: str | Path, split: str, shard: int) -> Path:
     return Path(out_dir) / split / f"shard-{shard:05d}"
 
 
-def run_map(task: ShuffleMapTask) -> dict[str, int]:
-    """Rows written per split: one Arrow IPC piece per (task, split, shard), appended chunk by chunk."""
-    scalers = FeatureScalers.from_dict(task.scalers)
+@dataclass
+class MapResult:
+    written: dict[str, int]  # rows per split
+    train_events: int
+    moments: Moments  # of the real particle rows of the train events: the LLF scaler's fit
+
+
+def run_map(task: ShuffleMapTask) -> MapResult:
+    """One Arrow IPC piece per (task, split, shard), appended chunk by chunk, with the GRU inputs not yet
+    standardised: the particle lists are read once, and the same pass fits the LLF mean/std on train."""
     shards = dict(task.shards)
+    moments, train_events = Moments(), 0
     keys = [k for k, _ in task.partitions]
     columns = ["partition_key", *IDENTITY, "label", "split", SHUFFLE_KEY, *HLF_COLUMNS]
     sel = _selection(task.selection_dir, keys, columns)
@@ -170,14 +157,17 @@ def run_map(task: ShuffleMapTask) -> dict[str, int]:
             split = part["split"].to_numpy(zero_copy_only=False)
             shuffle_keys = part[SHUFFLE_KEY].to_numpy()
             for idx, offsets, rows in _matched_llf(key, llf_dir, part["entry"].to_numpy(), task.chunk_events):
+                is_train = split[idx] == "train"
+                train_events += int(np.count_nonzero(is_train))
+                moments = moments.merge(Moments.of(rows[np.repeat(is_train, np.diff(offsets))]))
                 chunk = pa.table({
                     SHUFFLE_KEY: pa.array(shuffle_keys[idx]),
                     "sample": part["sample"].take(pa.array(idx)),
                     "file": part["file"].take(pa.array(idx)),
                     "entry": part["entry"].take(pa.array(idx)),
                     "label": float_lists(one_hot(labels[idx])),
-                    "hlf_input": float_lists(scale_hlf(hlf_raw[idx], scalers)),
-                    "gru_input": float_lists(gru_input(offsets, rows, scalers)),
+                    "hlf_input": float_lists(scale_hlf(hlf_raw[idx], task.hlf_min, task.hlf_max)),
+                    "gru_input": float_lists(gru_input(offsets, rows)),
                 }).cast(_PIECE_SCHEMA)
                 for name, n_shards in shards.items():
                     in_split = np.flatnonzero(split[idx] == name)
@@ -198,19 +188,21 @@ def run_map(task: ShuffleMapTask) -> dict[str, int]:
         for sink, writer in writers.values():
             writer.close()
             sink.close()
-    return written
+    return MapResult(written, train_events, moments)
 
 
 @dataclass(frozen=True)
 class ShuffleReduceTask:
-    """Gather the pieces of one shard, sort by the shuffle key and write one Parquet file."""
+    """Gather the pieces of one shard, sort by the shuffle key, standardise the GRU inputs, write one Parquet file."""
 
     split: str
     shard: int
     pieces_dir: str
     out_file: str
     row_group_rows: int
+    scalers: dict  # FeatureScalers.to_dict(), fitted from the map results
     compression: str = "snappy"
+    chunk_events: int = 256
 
 
 def run_reduce(task: ShuffleReduceTask) -> int:
@@ -226,6 +218,12 @@ def run_reduce(task: ShuffleReduceTask) -> int:
     order = pc.sort_indices(table.select([SHUFFLE_KEY, *IDENTITY]),
                             sort_keys=[(SHUFFLE_KEY, "ascending"), *((c, "ascending") for c in IDENTITY)])
     table = table.take(order).drop_columns([SHUFFLE_KEY])
+    scalers = FeatureScalers.from_dict(task.scalers)
+    unscaled = table.column("gru_input").combine_chunks().flatten().to_numpy().reshape(table.num_rows, GRU_WIDTH)
+    scaled = [standardise_gru(unscaled[i:i + task.chunk_events], scalers)
+              for i in range(0, table.num_rows, task.chunk_events)]
+    table = table.set_column(table.schema.get_field_index("gru_input"), INCLUSIVE_SCHEMA.field("gru_input"),
+                             float_lists(np.concatenate(scaled)))
     tmp = Path(task.out_file).with_name(f".{Path(task.out_file).name}.partial")
     pq.write_table(table, tmp, row_group_size=task.row_group_rows, compression=task.compression,
                    use_dictionary=list(IDENTITY[:2]), write_statistics=list(IDENTITY))

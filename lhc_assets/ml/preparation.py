@@ -79,8 +79,7 @@ class FeatureScalers:
 
     def hlf_span(self) -> np.ndarray:
         """max - min per HLF column; a constant column gets span 1 so it scales to 0, not NaN."""
-        span = np.asarray(self.hlf_max, np.float64) - np.asarray(self.hlf_min, np.float64)
-        return np.where(span > 0, span, 1.0)
+        return hlf_span(self.hlf_min, self.hlf_max)
 
     def llf_inv_std(self) -> np.ndarray:
         """1/std per LLF column; a constant column gets 1 (it standardises to 0)."""
@@ -112,10 +111,16 @@ class FeatureScalers:
         return cls.from_dict(json.loads(text))
 
 
-def scale_hlf(values: np.ndarray, scalers: FeatureScalers) -> np.ndarray:
+def hlf_span(hlf_min, hlf_max) -> np.ndarray:
+    """max - min per HLF column; a constant column gets span 1 so it scales to 0, not NaN."""
+    span = np.asarray(hlf_max, np.float64) - np.asarray(hlf_min, np.float64)
+    return np.where(span > 0, span, 1.0)
+
+
+def scale_hlf(values: np.ndarray, hlf_min, hlf_max) -> np.ndarray:
     """Min-max scale (n, 14) HLF values with the train-fitted range; train values land in [0, 1] exactly."""
     x = np.asarray(values, np.float64)
-    return ((x - np.asarray(scalers.hlf_min, np.float64)) / scalers.hlf_span()).astype(np.float32)
+    return ((x - np.asarray(hlf_min, np.float64)) / hlf_span(hlf_min, hlf_max)).astype(np.float32)
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -151,10 +156,11 @@ def _fill_gru(row_offsets, rows, mean, inv_std, out):
                 out[e, dst + c] = (rows[src, c] - mean[c]) * inv_std[c]
 
 
-def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers) -> np.ndarray:
+def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None) -> np.ndarray:
     """GRU inputs (n, 801*19) float32 of n events whose real LLF rows are ``rows[row_offsets[e]:row_offsets[e+1]]``.
 
-    ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order).
+    ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order). Without ``scalers``
+    the real rows keep their values (``standardise_gru`` scales them later).
     """
     row_offsets = np.asarray(row_offsets, np.int64)
     rows = np.ascontiguousarray(rows, np.float32).reshape(-1, N_LLF)
@@ -162,8 +168,18 @@ def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers
     if counts.size and (counts.min() < 1 or counts.max() > LLF_ROWS):
         raise ValueError(f"every event needs 1..{LLF_ROWS} particle rows, got {counts.min()}..{counts.max()}")
     out = np.zeros((len(counts), GRU_WIDTH), np.float32)
-    _fill_gru(row_offsets, rows, np.asarray(scalers.llf_mean, np.float64), scalers.llf_inv_std(), out)
+    mean = np.asarray(scalers.llf_mean, np.float64) if scalers else np.zeros(N_LLF)
+    _fill_gru(row_offsets, rows, mean, scalers.llf_inv_std() if scalers else np.ones(N_LLF), out)
     return out
+
+
+def standardise_gru(values: np.ndarray, scalers: FeatureScalers) -> np.ndarray:
+    """Standardise the real rows of unscaled GRU inputs (n, 801*19) with the train mean/std; padding rows
+    (exactly zero: a real particle always has E > 0) stay zero. Same float64 arithmetic as ``gru_input``."""
+    x = np.asarray(values, np.float32).reshape(-1, LLF_ROWS, N_LLF)
+    real = np.any(x != 0, axis=2, keepdims=True)
+    scaled = (x - np.asarray(scalers.llf_mean, np.float64)) * scalers.llf_inv_std()
+    return np.where(real, scaled, 0.0).astype(np.float32).reshape(-1, GRU_WIDTH)
 
 
 def shard_of(shuffle_key: np.ndarray, shards: int) -> np.ndarray:

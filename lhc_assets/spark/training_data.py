@@ -80,16 +80,6 @@ def hlf_range(selection: DataFrame) -> tuple[list[float], list[float]]:
     return [float(row[f"min_{i}"]) for i in range(n)], [float(row[f"max_{i}"]) for i in range(n)]
 
 
-def llf_moments(session: SparkSession, partitions: list[tuple[str, str]], selection_dir: str) -> tuple[int, Moments]:
-    """Mean/std inputs over the real particle rows of the train events, one Spark task per partition."""
-    tasks = [W.MomentsTask(partitions=(p,), selection_dir=selection_dir) for p in partitions]
-    events, total = 0, Moments()
-    for n, moments in run_tasks(session, W.run_moments, tasks):
-        events += n
-        total = total.merge(moments)
-    return events, total
-
-
 def hlf_dataset(selection: DataFrame, split: str, scalers: FeatureScalers) -> DataFrame:
     """The HLF-only training data of one split, in shuffle order: identity, one-hot label, scaled hlf_input."""
     span = scalers.hlf_span()
@@ -108,7 +98,8 @@ def inclusive_datasets(
     session: SparkSession,
     partitions: list[tuple[str, str]],
     selection_dir: str,
-    scalers: FeatureScalers,
+    hlf_min: list[float],
+    hlf_max: list[float],
     split_rows: dict[str, int],
     out_dirs: dict[str, Path],
     work_dir: Path,
@@ -116,27 +107,41 @@ def inclusive_datasets(
     events_per_file: int,
     row_group_rows: int,
     compression: str = "snappy",
-) -> dict[str, int]:
-    """Write the inclusive dataset of every split into ``out_dirs[split]``; rows written per split."""
+) -> tuple[dict[str, int], FeatureScalers]:
+    """Write the inclusive dataset of every split into ``out_dirs[split]``.
+
+    One pass over the particle lists: the map tasks build the GRU inputs unscaled and fit the LLF
+    mean/std on the train rows as they go; the driver merges those into the scalers; the reduce tasks
+    standardise while sorting each shard. Returns rows written per split and the fitted scalers.
+    """
     shards = {s: max(1, math.ceil(split_rows[s] / events_per_file)) for s in out_dirs}
     work_dir.mkdir(parents=True, exist_ok=False)
     try:
-        maps = [W.ShuffleMapTask(task_id=i, partitions=(p,), selection_dir=selection_dir, scalers=scalers.to_dict(),
-                                 shards=tuple(shards.items()), out_dir=str(work_dir))
+        maps = [W.ShuffleMapTask(task_id=i, partitions=(p,), selection_dir=selection_dir, hlf_min=tuple(hlf_min),
+                                 hlf_max=tuple(hlf_max), shards=tuple(shards.items()), out_dir=str(work_dir))
                 for i, p in enumerate(partitions)]
-        run_tasks(session, W.run_map, maps)
+        moments, train_events = Moments(), 0
+        for result in run_tasks(session, W.run_map, maps, description="inclusive datasets: map"):
+            moments = moments.merge(result.moments)
+            train_events += result.train_events
+        scalers = FeatureScalers(
+            hlf_min=tuple(hlf_min), hlf_max=tuple(hlf_max), llf_mean=tuple(float(v) for v in moments.mean),
+            llf_std=tuple(float(v) for v in moments.std()), train_events=train_events,
+            train_particles=moments.count,
+        )
         reduces = [W.ShuffleReduceTask(split=s, shard=i, pieces_dir=str(W.piece_dir(work_dir, s, i)),
-                                       out_file=str(out_dirs[s] / f"part-{i:05d}.parquet"),
+                                       out_file=str(out_dirs[s] / f"part-{i:05d}.parquet"), scalers=scalers.to_dict(),
                                        row_group_rows=row_group_rows, compression=compression)
                    for s, n in shards.items() for i in range(n)]
         for d in out_dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         written = dict.fromkeys(out_dirs, 0)
-        for task, rows in zip(reduces, run_tasks(session, W.run_reduce, reduces), strict=True):
+        for task, rows in zip(reduces, run_tasks(session, W.run_reduce, reduces, description="inclusive datasets: "
+                                                 "reduce"), strict=True):
             written[task.split] += rows
         for s, d in out_dirs.items():
             if written[s] == 0:
                 W.write_empty(d / "part-00000.parquet")
-        return written
+        return written, scalers
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -38,6 +38,17 @@ def test_moments_merged_over_chunks_equal_the_moments_of_all_rows():
     assert Moments().merge(Moments.of(rows[:0])).count == 0
 
 
+def test_standardising_stored_gru_inputs_equals_building_them_standardised():
+    from lhc_assets.ml.preparation import standardise_gru
+
+    rows = np.concatenate([_event([0.5, 2.0, 0.1]), _event([0.3, 1.2])])
+    rows[:, 1:] += np.random.default_rng(4).normal(size=(len(rows), N_LLF - 1)).astype(np.float32)
+    rows[:, 0] = np.abs(rows[:, 0]) + 1.0  # real particles have E > 0
+    offsets = np.array([0, 4, 7])
+    s = _scalers(mean=0.7, std=3.0)
+    np.testing.assert_array_equal(standardise_gru(gru_input(offsets, rows), s), gru_input(offsets, rows, s))
+
+
 def test_scalers_round_trip_through_json_and_reject_bad_values():
     s = FeatureScalers(hlf_min=tuple(range(N_HLF)), hlf_max=tuple(range(1, N_HLF + 1)), llf_mean=(0.5,) * N_LLF,
                        llf_std=(2.0,) * N_LLF, train_events=10, train_particles=300)
@@ -56,7 +67,7 @@ def test_hlf_scaling_maps_the_train_range_onto_the_unit_interval():
     train[:, 3] = 7.0  # a constant column scales to 0, not NaN
     s = FeatureScalers(hlf_min=tuple(train.min(axis=0)), hlf_max=tuple(train.max(axis=0)), llf_mean=(0.0,) * N_LLF,
                        llf_std=(1.0,) * N_LLF, train_events=200, train_particles=1)
-    scaled = scale_hlf(train, s)
+    scaled = scale_hlf(train, s.hlf_min, s.hlf_max)
     assert scaled.dtype == np.float32 and scaled.min() == 0.0 and scaled.max() == 1.0
     assert np.all(scaled[:, 3] == 0.0)
 
