@@ -1,0 +1,41 @@
+"""``lhc-run`` (what ``make run`` does): generate, ingest, build the training data, print a summary; re-runs
+skip finished work."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _lhc_run(tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LHC_DATA_ROOT": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home"),
+           "LHC_SPARK_MASTER": "local[2]", "LHC_SAMPLE_FILES": "1", "LHC_SAMPLE_EVENTS": "1500"}
+    return subprocess.run([str(Path(sys.executable).with_name("lhc-run"))], env=env, capture_output=True, text=True,
+                          timeout=800, check=False, cwd=tmp_path)
+
+
+def test_make_run_goes_from_nothing_to_training_data_and_reruns_cheaply(tmp_path):
+    first = _lhc_run(tmp_path)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    out = first.stdout
+    assert "training data: undersampling, scalers and the Petastorm datasets" in out
+    rows = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^\s+(qcd|ttbar|wjets)\s+1\s+(\d+)\s+(\d+)", out, re.M)}
+    assert set(rows) == {"qcd", "ttbar", "wjets"} and all(read == 1500 for read, _ in rows.values())
+    train, test = map(int, re.search(r"training data: (\d+) train / (\d+) test events", out).groups())
+    balanced = 3 * min(selected for _, selected in rows.values())
+    assert train + test == balanced and train == 3 * round(0.8 * balanced / 3)
+    assert "DEBUG" not in out and "[Stage" not in first.stderr  # quiet console
+    assert (tmp_path / "data" / "models" / "feature_scalers.json").is_file()
+
+    again = _lhc_run(tmp_path)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "ingestion: all 3 partitions already materialized" in again.stdout
+    assert "training data: up to date with the feature tables" in again.stdout
+    assert f"training data: {train} train / {test} test events" in again.stdout
