@@ -22,51 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-SAMPLES = ("qcd", "ttbar", "wjets")
+from _pipeline import prepare_training_data
+
 BATCH = 128
-
-
-def _prepare(root: Path, events_per_file: int, files: int) -> dict:
-    from dagster import DagsterInstance
-
-    from lhc_assets.cli.generate import main as generate
-    from lhc_assets.definitions import build_definitions
-    from resources.io_manager import materialized_path
-    from resources.storage import StorageResource
-
-    generate(["--out", str(root / "incoming"), "--events-per-file", str(events_per_file), "--files-per-sample",
-              str(files), "--seed", "3", "--jobs", "2", "--quiet"])
-    os.environ.update(LHC_DATA_ROOT=str(root), LHC_SPARK_MASTER="local[2]", LHC_SPARK_DRIVER_MEMORY="2g")
-    defs = build_definitions()
-    storage = StorageResource(root=str(root))
-    keys = sorted(storage.input_files())
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("delphes_files", keys)
-        result = defs.resolve_job_def("ingestion_job").execute_in_process(
-            instance=instance, run_config=quiet,
-            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
-        assert result.success
-        import pyarrow.parquet as pq
-
-        feature_events = sum(pq.ParquetFile(f).metadata.num_rows for k in keys
-                             for f in materialized_path(storage, "hlf_features", k).glob("*.parquet"))
-        seconds = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            result = defs.resolve_job_def("training_data_job").execute_in_process(instance=instance, run_config=quiet)
-            seconds.append(time.perf_counter() - t0)
-            assert result.success
-    train = materialized_path(storage, "train_set")
-    train_events = sum(pq.ParquetFile(f).metadata.num_rows for f in train.glob("*.parquet"))
-    return {"feature_events": feature_events, "train_events": train_events, "seconds": seconds[-1],
-            "first_run_seconds": seconds[0], "train_set": str(train),
-            "hlf_train_set": str(materialized_path(storage, "hlf_train_set"))}
 
 
 def _rate(fit, samples: int) -> float:
@@ -109,7 +71,7 @@ def main() -> None:
     args = p.parse_args()
     events_per_file, files = (3000, 2) if args.quick else (5000, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        prep = _prepare(Path(tmp), events_per_file, files)
+        prep = prepare_training_data(Path(tmp), events_per_file, files, timed_runs=2)
         hlf = _readers(prep["hlf_train_set"], "hlf", epochs=20 if args.quick else 30, max_steps=None)
         inclusive = _readers(prep["train_set"], "inclusive", epochs=1, max_steps=4 if args.quick else 12)
     result = {
@@ -124,7 +86,7 @@ def main() -> None:
         "inclusive_arrow_vs_inmemory": inclusive["arrow_samples_per_s"] / inclusive["inmemory_samples_per_s"],
         "targets": {"prep_events_per_s_per_core": 2000, "hlf_petastorm_vs_inmemory": 0.9},
         "reference_2019_prep_events_per_s_per_core": 3,
-        "runs": {"preparation": {k: v for k, v in prep.items() if not k.endswith("train_set")}, "hlf": hlf,
+        "runs": {"preparation": {k: v for k, v in prep.items() if not k.endswith("_set")}, "hlf": hlf,
                  "inclusive": inclusive},
     }
     print(json.dumps(result, indent=2))

@@ -6,9 +6,11 @@ from dagster import Definitions, in_process_executor
 
 from lhc_assets.assets.datasets import dataset_assets, dataset_checks, dataset_jobs
 from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
+from lhc_assets.assets.models import model_assets, model_checks, model_jobs
 from resources import spark_resource_from_env, storage_from_env
 from resources.io_manager import SparkParquetIOManager
 from resources.json_io_manager import JsonIOManager
+from resources.model_io_manager import KerasModelIOManager
 
 
 def build_definitions() -> Definitions:
@@ -16,14 +18,15 @@ def build_definitions() -> Definitions:
     storage = storage_from_env()
     # One process per run, so one JVM per run: every Spark step of a run shares its SparkSession.
     return Definitions(
-        assets=[*ingestion_assets, *dataset_assets],
-        asset_checks=[*dataset_checks],
-        jobs=[*ingestion_jobs, *dataset_jobs],
+        assets=[*ingestion_assets, *dataset_assets, *model_assets],
+        asset_checks=[*dataset_checks, *model_checks],
+        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs],
         resources={
             "spark": spark,
             "storage": storage,
             "warehouse_io_manager": SparkParquetIOManager(storage=storage, spark=spark),
             "json_io_manager": JsonIOManager(storage=storage),
+            "model_io_manager": KerasModelIOManager(storage=storage),
         },
         executor=in_process_executor,
     )

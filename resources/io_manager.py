@@ -127,7 +127,8 @@ def _prune_versions(directory: Path, keep: str) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
-def _publish(src: Path, directory: Path, version: str) -> Path:
+def publish_version(src: Path, directory: Path, version: str) -> Path:
+    """Move a complete staging directory to ``directory/version``, point CURRENT at it, drop older versions."""
     directory.mkdir(parents=True, exist_ok=True)
     dest = directory / version
     os.replace(src, dest)
@@ -184,7 +185,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
         try:
             if partition_keys is None:
                 df.write.mode("errorifexists").options(**options).parquet(str(staging))
-                return {"": _publish(staging, base, version)}
+                return {"": publish_version(staging, base, version)}
             if PARTITION_COLUMN not in df.columns:
                 raise ValueError(f"{asset_name}: a partitioned table needs a '{PARTITION_COLUMN}' column")
             # A copy of the key drives the directory split, so the files keep their partition_key column.
@@ -211,7 +212,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
             if not src.is_dir():  # no rows for this partition: publish an empty table with the schema
                 src.mkdir(parents=True)
                 pq.write_table(schema().empty_table(), src / "part-00000-empty.parquet")
-            published[key] = _publish(src, self.partition_dir(asset_name, key), version)
+            published[key] = publish_version(src, self.partition_dir(asset_name, key), version)
         return published
 
     def new_staging_dir(self, asset_name: str) -> Path:
@@ -227,7 +228,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
             raise ValueError(f"{asset_name}: staged files must be in new_staging_dir({asset_name!r}), got {staging}")
         try:
             if partition_keys is None:
-                return {"": _publish(staging, self.asset_dir(asset_name), version)}
+                return {"": publish_version(staging, self.asset_dir(asset_name), version)}
             return self._publish_partitions(staging, asset_name, partition_keys, version, lambda: staged.schema)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

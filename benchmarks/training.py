@@ -1,0 +1,130 @@
+"""Benchmark of the models: training throughput through the Petastorm reader and inference inside Spark.
+
+Prints one JSON object. Runs in one process: generates Delphes files, materializes ingestion and the
+training data (not timed), then
+
+* HLF classifier (DESIGN.md section 6, batch 128) trained through the Petastorm reader: samples/s after
+  the first epoch (tracing excluded), on 2 cores;
+* inclusive classifier trained through the Petastorm reader twice from the same seed on the same data:
+  with events bucketed by length (the platform's default, GRU over real rows only) and with every batch
+  at all 801 steps; samples/s of both, their speed ratio, and the largest per-class difference of test
+  ROC AUC between them (`inclusive_auc_delta_vs_801`);
+* inference in Spark (``local[2]``, ``lhc_assets.spark.inference.score_events``): events/s per core for
+  the HLF model (test and train HLF rows, repeated to a few hundred thousand events) and for the
+  inclusive model (test_set), timed on the second of two passes (Python workers and models warm).
+
+    python benchmarks/training.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _pipeline import prepare_training_data
+
+BATCH = 128
+CORES = 2
+
+
+def _train(model_name: str, train_set: str, test_set: str, epochs: int, bucket_width: int, seed: int = 7,
+           jit_compile: bool = False) -> dict:
+    import keras
+
+    from lhc_assets.ml.evaluation import roc_auc
+    from lhc_assets.ml.inference import predict_arrays
+    from lhc_assets.ml.readers import dataset_rows, load_arrays, petastorm_dataset
+    from lhc_assets.ml.training import build_model, fit, model_inputs, training_batches
+
+    inputs = model_inputs(model_name)
+    keras.utils.set_random_seed(seed)
+    kwargs = {} if inputs == "hlf" else {"jit_compile": jit_compile}
+    model = build_model(model_name, seed=seed, **kwargs)
+    rows = dataset_rows(train_set)
+    with petastorm_dataset(train_set, inputs, batch_size=1024, num_epochs=None, seed=seed) as train:
+        result = fit(model, training_batches(train, BATCH, bucket_width), rows, BATCH, epochs)
+    x, labels = load_arrays(test_set, inputs)
+    hlf = x["hlf_input"] if isinstance(x, dict) else (x if inputs == "hlf" else None)
+    gru = x["gru_input"] if isinstance(x, dict) else (x if inputs == "gru" else None)
+    probabilities = predict_arrays(model, hlf, gru)
+    aucs = [roc_auc(labels[:, c] == 1, probabilities[:, c]) for c in range(labels.shape[1])]
+    return {"samples_per_s": result.samples_per_s, "epoch_seconds": result.epoch_seconds, "train_events": rows,
+            "epochs": epochs, "test_auc": aucs, "final_loss": result.final("loss")}
+
+
+def _save(model_name: str, train_set: str, directory: Path) -> str:
+    """A briefly trained model of this kind saved in the native format, for the inference benchmark."""
+    from lhc_assets.ml.readers import load_arrays
+    from lhc_assets.ml.training import build_model, model_inputs
+
+    model = build_model(model_name, seed=3)
+    x, y = load_arrays(train_set, model_inputs(model_name))
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    path = directory / f"{model_name}.keras"
+    model.save(path)
+    return str(path)
+
+
+def _inference(session, frame, models: dict[str, str]) -> dict:
+    from lhc_assets.spark.inference import score_events
+
+    events = frame.count()
+    timings = []
+    for _ in range(2):  # the first pass starts the Python workers, imports TensorFlow and loads the models
+        t0 = time.perf_counter()
+        score_events(frame, models).write.format("noop").mode("overwrite").save()
+        timings.append(time.perf_counter() - t0)
+    return {"events": events, "seconds": timings[-1], "first_pass_seconds": timings[0],
+            "events_per_s_per_core": events / timings[-1] / CORES}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer events and epochs (under 5 minutes)")
+    args = p.parse_args()
+    events_per_file, files, epochs, hlf_repeat = (2000, 1, 2, 40) if args.quick else (3000, 3, 6, 60)
+    with tempfile.TemporaryDirectory() as tmp:
+        prep = prepare_training_data(Path(tmp), events_per_file, files, qcd_files=3 * files)
+        hlf = _train("hlf_classifier", prep["hlf_train_set"], prep["hlf_test_set"], epochs=2 * epochs,
+                     bucket_width=0)
+        bucketed = _train("inclusive_classifier", prep["train_set"], prep["test_set"], epochs, bucket_width=100)
+        full = _train("inclusive_classifier", prep["train_set"], prep["test_set"], epochs, bucket_width=0)
+
+        from resources.spark import spark_resource_from_env
+
+        session = spark_resource_from_env().get_session()
+        models = {name: _save(name, prep[train], Path(tmp))
+                  for name, train in (("hlf_classifier", "hlf_train_set"), ("inclusive_classifier", "train_set"))}
+        hlf_rows = session.read.parquet(prep["hlf_train_set"]).unionByName(session.read.parquet(prep["hlf_test_set"]))
+        hlf_rows = hlf_rows.crossJoin(session.range(hlf_repeat).withColumnRenamed("id", "copy")).drop("copy")
+        hlf_rows = hlf_rows.repartition(CORES * 2).cache()
+        hlf_rows.count()
+        hlf_inference = _inference(session, hlf_rows, {"hlf_classifier": models["hlf_classifier"]})
+        inclusive_inference = _inference(session, session.read.parquet(prep["test_set"]),
+                                         {"inclusive_classifier": models["inclusive_classifier"]})
+        session.stop()
+    result = {
+        "benchmark": "training",
+        "hlf_train_samples_per_s": hlf["samples_per_s"],
+        "inclusive_train_samples_per_s": bucketed["samples_per_s"],
+        "inclusive_801_train_samples_per_s": full["samples_per_s"],
+        "inclusive_bucketed_vs_801": bucketed["samples_per_s"] / full["samples_per_s"],
+        "inclusive_auc_delta_vs_801": max(abs(a - b) for a, b in zip(bucketed["test_auc"], full["test_auc"],
+                                                                      strict=True)),
+        "hlf_inference_events_per_s_per_core": hlf_inference["events_per_s_per_core"],
+        "inclusive_inference_events_per_s_per_core": inclusive_inference["events_per_s_per_core"],
+        "targets": {"inclusive_train_samples_per_s": 900, "inclusive_auc_delta_vs_801": 0.005,
+                    "hlf_inference_events_per_s_per_core": 100_000},
+        "reference_2019_inclusive_train_samples_per_s": 225,
+        "runs": {"preparation": {k: v for k, v in prep.items() if not k.endswith("_set")}, "hlf": hlf,
+                 "inclusive_bucketed": bucketed, "inclusive_801": full, "hlf_inference": hlf_inference,
+                 "inclusive_inference": inclusive_inference},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

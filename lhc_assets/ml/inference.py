@@ -1,0 +1,71 @@
+"""Batch inference with trained models: cached loading and length-sorted prediction on numpy arrays.
+
+Used inside Spark's Python workers (``lhc_assets.spark.inference``): a model is loaded once per worker
+process and reused by every later task, because workers are reused and this cache is module state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, HLF_INPUT
+
+_MODELS: dict[tuple[str, float], object] = {}
+_FORWARD: dict[int, object] = {}
+# Events per forward call: big enough to amortise the call, small enough for a worker's memory
+# (4,096 x 801 x 19 float32 is 250 MB at most, before trimming).
+CHUNK = 4096
+
+
+def load_model(path: str | Path):
+    """A ``.keras`` model loaded in safe mode, once per process and file version (path + mtime)."""
+    import keras
+
+    key = (str(path), os.stat(path).st_mtime)
+    if key not in _MODELS:
+        _MODELS[key] = keras.saving.load_model(path, safe_mode=True)
+    return _MODELS[key]
+
+
+def _forward(model):
+    import tensorflow as tf
+
+    if id(model) not in _FORWARD:
+        _FORWARD[id(model)] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return _FORWARD[id(model)]
+
+
+def real_lengths(gru: np.ndarray) -> np.ndarray:
+    """Real (non-padding) rows per event of a (N, T, 19) array whose padding rows come first."""
+    real = np.any(gru != 0.0, axis=2)
+    return np.where(real.any(axis=1), gru.shape[1] - np.argmax(real, axis=1), 0)
+
+
+def predict_arrays(model, hlf_input: np.ndarray | None, gru_input: np.ndarray | None, chunk: int = CHUNK) -> np.ndarray:
+    """Class probabilities (N, 3) float32 for whichever inputs the model takes (HLF, particles or both).
+
+    Particle lists are predicted in order of length, each chunk cut to its longest real sequence, so the
+    GRU runs over real rows only; results come back in the input order.
+    """
+    forward = _forward(model)
+    names = [t.name for t in model.inputs]
+    n = len(hlf_input if hlf_input is not None else gru_input)
+    out = np.empty((n, 3), np.float32)
+    if GRU_INPUT not in names:
+        for start in range(0, n, chunk):
+            out[start:start + chunk] = forward(hlf_input[start:start + chunk]).numpy()
+        return out
+    gru = gru_input.reshape(-1, *GRU_SHAPE)
+    lengths = real_lengths(gru)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, n, chunk):
+        rows = order[start:start + chunk]
+        steps = max(1, int(lengths[rows].max()))
+        x = {GRU_INPUT: gru[rows, -steps:, :]}
+        if HLF_INPUT in names:
+            x[HLF_INPUT] = hlf_input[rows]
+        out[rows] = forward(x if len(names) > 1 else x[GRU_INPUT]).numpy()
+    return out

@@ -1,0 +1,199 @@
+"""Training and prediction loops shared by the model assets, the benchmark and the distributed workers.
+
+Speed on CPU comes from not running the GRU over padding: the particle lists are stored padded to
+801 rows with the padding first and exactly zero, and the models mask it, so cutting leading padding
+does not change a model's output (tests/ml/test_models.py). ``bucket_by_length`` groups events of
+similar length into a batch and cuts each batch to its bucket's bound, so the GRU runs about the mean
+real length (about 540 steps on the generated data) instead of 801. Bounds are multiples of
+``bucket_width``, which keeps the number of distinct batch shapes (and of XLA compilations) small.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lhc_assets.ml import models
+from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE
+
+FULL_LENGTH = GRU_SHAPE[0]
+DEFAULT_BUCKET_WIDTH = 100
+
+# Model name -> (builder, reader inputs). The names are the asset names.
+MODELS: dict[str, tuple[Callable[..., keras.Model], str]] = {
+    "hlf_classifier": (models.hlf_classifier, "hlf"),
+    "particle_sequence_classifier": (models.particle_sequence_classifier, "gru"),
+    "inclusive_classifier": (models.inclusive_classifier, "inclusive"),
+}
+
+
+def model_inputs(model_name: str) -> str:
+    """The reader ``inputs`` ("hlf", "gru" or "inclusive") a model is trained on."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[model_name][1]
+
+
+def build_model(model_name: str, **kwargs: Any) -> keras.Model:
+    """A compiled model of DESIGN section 6 by name (kwargs go to the builder in ``lhc_assets.ml.models``)."""
+    model_inputs(model_name)
+    return MODELS[model_name][0](**kwargs)
+
+
+def _sequences(x: Any) -> tf.Tensor | None:
+    if isinstance(x, dict):
+        return x.get(GRU_INPUT)
+    return x if x.shape.rank == 3 else None
+
+
+def real_length(sequence: tf.Tensor) -> tf.Tensor:
+    """Number of real (non-padding) rows of one event's (T, 19) particle list; padding rows come first."""
+    real = tf.reduce_any(tf.not_equal(sequence, 0.0), axis=-1)
+    first = tf.argmax(tf.cast(real, tf.int32), output_type=tf.int32)
+    return tf.where(tf.reduce_any(real), tf.shape(sequence, out_type=tf.int32)[0] - first, 0)
+
+
+def _trim(x: Any, steps: tf.Tensor) -> Any:
+    if isinstance(x, dict):
+        return {**x, GRU_INPUT: x[GRU_INPUT][:, -steps:, :]}
+    return x[:, -steps:, :]
+
+
+def bucket_by_length(
+    dataset: tf.data.Dataset, batch_size: int, bucket_width: int = DEFAULT_BUCKET_WIDTH, drop_remainder: bool = False
+) -> tf.data.Dataset:
+    """``(x, label)`` batches -> batches of ``batch_size`` events of similar length, cut to their bucket's bound.
+
+    Works on "gru" and "inclusive" inputs; a dataset without a particle list is only rebatched. A bucket
+    emits a batch as soon as it holds ``batch_size`` events, so on an endless stream every batch is full;
+    at the end of a finite stream the partly filled buckets are flushed (unless ``drop_remainder``).
+    """
+    if bucket_width < 1:
+        raise ValueError(f"bucket_width must be positive, got {bucket_width}")
+    x_spec = dataset.element_spec[0]
+    if _sequences(x_spec) is None:
+        return dataset.rebatch(batch_size, drop_remainder=drop_remainder)
+    inclusive = isinstance(x_spec, dict)
+    width = tf.constant(bucket_width, tf.int64)
+
+    def key(x: Any, _label: tf.Tensor) -> tf.Tensor:
+        length = tf.cast(real_length(x[GRU_INPUT] if inclusive else x), tf.int64)
+        return (tf.maximum(length, 1) - 1) // width
+
+    def reduce(bucket: tf.Tensor, window: tf.data.Dataset) -> tf.data.Dataset:
+        steps = tf.cast(tf.minimum((bucket + 1) * width, FULL_LENGTH), tf.int32)
+        return window.batch(batch_size, drop_remainder=drop_remainder).map(lambda x, y: (_trim(x, steps), y))
+
+    return dataset.unbatch().group_by_window(key, reduce, window_size=batch_size)
+
+
+def training_batches(
+    dataset: tf.data.Dataset, batch_size: int, bucket_width: int = DEFAULT_BUCKET_WIDTH
+) -> tf.data.Dataset:
+    """Reader batches -> training batches: bucketed by length (``bucket_width`` > 0) or all 801 steps (0)."""
+    if bucket_width == 0:
+        return dataset.rebatch(batch_size)
+    return bucket_by_length(dataset, batch_size, bucket_width)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall time of the training part of each epoch (validation excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+        self._open = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._open = time.perf_counter(), True
+
+    def _close(self) -> None:
+        if self._open:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._open = False
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._close()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._close()
+
+
+@dataclass
+class TrainingResult:
+    history: dict[str, list[float]]
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    epoch_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.steps_per_epoch * self.batch_size
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training throughput after the first epoch (which also traces and compiles), or of it if alone."""
+        timed = self.epoch_seconds[1:] or self.epoch_seconds
+        return self.samples_per_epoch * len(timed) / sum(timed) if timed and sum(timed) > 0 else float("nan")
+
+    def final(self, metric: str) -> float | None:
+        values = self.history.get(metric)
+        return float(values[-1]) if values else None
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Batches for one pass over ``rows`` events from an endless stream (at least one)."""
+    return max(1, math.ceil(rows / batch_size))
+
+
+def fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    train_rows: int,
+    batch_size: int,
+    epochs: int,
+    validation: tf.data.Dataset | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainingResult:
+    """Train ``model`` on an endless ``train`` stream of ``batch_size`` batches, one epoch = one pass of rows."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    if train_rows < 1:
+        raise ValueError("the training set is empty")
+    timer = _EpochTimer()
+    steps = steps_per_epoch(train_rows, batch_size)
+    with warnings.catch_warnings():
+        # Keras 3 warns when a finite validation set ends, which is how validation is meant to end; the
+        # training stream is endless, so this warning cannot hide a short training epoch.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(
+            train, epochs=epochs, steps_per_epoch=steps, validation_data=validation,
+            callbacks=[timer, *(callbacks or [])], verbose=0, shuffle=False,
+        )
+    clean = {name: [float(v) for v in values] for name, values in history.history.items()}
+    return TrainingResult(clean, epochs, steps, batch_size, timer.seconds)
+
+
+def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, probabilities)`` over a finite ``(x, label)`` dataset, in the dataset's order.
+
+    Calls the model directly (no ``predict`` loop), so batches of different sequence lengths are fine.
+    """
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    labels, probabilities = [], []
+    for x, y in dataset:
+        probabilities.append(forward(x).numpy())
+        labels.append(y.numpy())
+    if not labels:
+        raise ValueError("no events to predict")
+    return np.concatenate(labels), np.concatenate(probabilities)

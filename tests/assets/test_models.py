@@ -1,0 +1,123 @@
+"""The model assets materialized for real on generated files: search, classifiers, forest, scores, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey
+
+from tests.assets.conftest import failure_messages
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier")
+# Small everything: the test checks the plumbing and the artifacts, not the physics performance.
+TINY = {"ops": {
+    "hlf_hyperparameter_search": {"config": {"batch_sizes": [32], "epochs": [1], "hidden_units": [[8, 16], [4], [4]],
+                                             "sample_fraction": 1.0, "folds": 2, "parallelism": 2}},
+    "hlf_classifier": {"config": {"epochs": 2, "batch_size": 32}},
+    "particle_sequence_classifier": {"config": {"epochs": 1, "batch_size": 32}},
+    "inclusive_classifier": {"config": {"epochs": 1, "batch_size": 32, "bucket_width": 0}},
+    "random_forest_baseline": {"config": {"num_trees": 5, "max_depth": 3}},
+}}
+
+
+def _models_run(platform, selection: list[str] | None = None):
+    job = platform.defs.resolve_job_def("models_job")
+    ops = {k: v for k, v in TINY["ops"].items() if selection is None or k in selection}
+    return job.execute_in_process(instance=platform.instance, raise_on_error=False, run_config={"ops": ops},
+                                  asset_selection=[AssetKey(a) for a in selection] if selection else None)
+
+
+def _metadata(platform, asset: str) -> dict:
+    event = platform.instance.get_latest_materialization_event(AssetKey(asset))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_files):
+    import keras
+
+    from lhc_assets.ml.inference import predict_arrays
+    from lhc_assets.ml.readers import load_arrays
+    from resources.io_manager import materialized_path
+
+    keys = [platform.add_file(s, p) for s, p in generated_files.items()]
+    assert platform.materialize(keys).success
+    data = platform.defs.resolve_job_def("training_data_job").execute_in_process(instance=platform.instance)
+    assert data.success
+    result = _models_run(platform)
+    assert result.success, failure_messages(result)
+    storage = platform.defs.resources["storage"]
+    models_root = platform.root / "models"
+
+    # The search ran every trial of the grid on Spark and kept the best.
+    search = json.loads((models_root / "hlf_hyperparameter_search.json").read_text())
+    assert [t["hidden"] for t in sorted(search["trials"], key=lambda t: t["hidden"])] == [[8, 4, 4], [16, 4, 4]]
+    assert search["best"] in search["trials"] and all(0 <= t["mean_val_accuracy"] <= 1 for t in search["trials"])
+
+    # Native .keras files (no pickle) with their history; they load in safe mode and give the Spark scores.
+    scores = pq.read_table(materialized_path(storage, "event_scores")).to_pandas()
+    test = pq.read_table(materialized_path(storage, "test_set"), columns=["sample", "file", "entry"]).to_pandas()
+    assert len(scores) == len(test) > 0
+    scores = scores.set_index(["sample", "file", "entry"]).loc[list(test.itertuples(index=False, name=None))]
+    x, labels = load_arrays(materialized_path(storage, "test_set"), "inclusive")
+    np.testing.assert_array_equal(scores["label"].to_numpy(), np.argmax(labels, axis=1))
+    for name in KERAS_MODELS:
+        version = next(p for p in (models_root / name).iterdir() if p.name.startswith("v-"))
+        assert sorted(p.name for p in version.iterdir()) == ["history.json", "model.keras"]
+        history = json.loads((version / "history.json").read_text())
+        assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+        model = keras.saving.load_model(version / "model.keras", safe_mode=True)
+        expected = predict_arrays(model, x["hlf_input"], x["gru_input"])
+        np.testing.assert_allclose(np.stack(scores[name].to_numpy()), expected, atol=1e-5)
+        meta = _metadata(platform, name)
+        assert meta["parameters"] == model.count_params() and meta["samples_per_s"] > 0
+        assert meta["training_curves"].startswith("![") and "data:image/png;base64," in meta["training_curves"]
+    assert _metadata(platform, "hlf_classifier")["parameters"] == 2013
+    assert _metadata(platform, "inclusive_classifier")["parameters"] == 12353
+
+    # Spark ML persistence for the forest.
+    forest = next(p for p in (models_root / "random_forest_baseline").iterdir() if p.name.startswith("v-"))
+    assert (forest / "model" / "metadata").is_dir() and (forest / "model" / "stages").is_dir()
+
+    # The report covers every model and class, with figures; the trigger summary has every target.
+    report_dir = next(p for p in (platform.root / "reports" / "model_evaluation").iterdir() if p.name.startswith("v-"))
+    report = json.loads((report_dir / "report.json").read_text())
+    assert set(report["models"]) == {*KERAS_MODELS, "random_forest_baseline"}
+    for name, r in report["models"].items():
+        assert r["n_events"] == len(test), name
+        assert set(r["auc"]) == {"QCD", "ttbar", "W+jets"} and all(0 <= a <= 1 for a in r["auc"].values())
+        matrix = np.asarray(r["confusion_matrix"])
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
+    assert {p.name for p in report_dir.glob("*.png")} >= {"roc_QCD.png", "roc_ttbar.png", "roc_W+jets.png"}
+    trigger = _metadata(platform, "event_scores")["trigger"]
+    assert sorted((r["model"], r["signal_efficiency_target"]) for r in trigger) == sorted(
+        (m, e) for m in KERAS_MODELS for e in (0.99, 0.95, 0.90))
+    assert all(r["signal_efficiency"] >= r["signal_efficiency_target"] - 0.05 for r in trigger)
+    checks = {e.event_specific_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf"}
+
+    # Same seed, same data: the retrained HLF classifier gives the same predictions (CPU, small tolerance).
+    before = keras.saving.load_model(models_root / "hlf_classifier" / _current_name(models_root, "hlf_classifier")
+                                     / "model.keras", safe_mode=True)
+    again = _models_run(platform, ["hlf_classifier"])
+    assert again.success, failure_messages(again)
+    after = keras.saving.load_model(models_root / "hlf_classifier" / _current_name(models_root, "hlf_classifier")
+                                    / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(after.predict(x["hlf_input"], verbose=0), before.predict(x["hlf_input"], verbose=0),
+                               atol=1e-4)
+
+
+def _current_name(models_root, name: str) -> str:
+    return (models_root / name / "CURRENT").read_text().strip()
+
+
+def test_training_without_training_data_fails_with_a_clear_message(platform):
+    result = _models_run(platform, ["hlf_classifier"])
+    assert not result.success
+    assert "hlf_train_set has not been materialized" in failure_messages(result)
+    assert not (platform.root / "models" / "hlf_classifier").exists() or not any(
+        p.name.startswith("v-") for p in (platform.root / "models" / "hlf_classifier").iterdir())
