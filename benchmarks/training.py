@@ -85,7 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer events and epochs (under 5 minutes)")
     args = p.parse_args()
-    events_per_file, files, epochs, hlf_repeat = (2000, 1, 2, 40) if args.quick else (3000, 3, 6, 60)
+    events_per_file, files, epochs, hlf_repeat = (2000, 1, 2, 100) if args.quick else (3000, 3, 6, 100)
     with tempfile.TemporaryDirectory() as tmp:
         prep = prepare_training_data(Path(tmp), events_per_file, files, qcd_files=3 * files)
         hlf = _train("hlf_classifier", prep["hlf_train_set"], prep["hlf_test_set"], epochs=2 * epochs,
@@ -100,9 +100,13 @@ def main() -> None:
                   for name, train in (("hlf_classifier", "hlf_train_set"), ("inclusive_classifier", "train_set"))}
         hlf_rows = session.read.parquet(prep["hlf_train_set"]).unionByName(session.read.parquet(prep["hlf_test_set"]))
         hlf_rows = hlf_rows.crossJoin(session.range(hlf_repeat).withColumnRenamed("id", "copy")).drop("copy")
-        hlf_rows = hlf_rows.repartition(CORES * 2).cache()
-        hlf_rows.count()
+        hlf_rows.repartition(CORES * 2).write.parquet(str(Path(tmp) / "hlf_rows"))
+        # HLF rows are small: the column batch size the session keeps low for the particle lists is not needed.
+        reader_batch = session.conf.get("spark.sql.parquet.columnarReaderBatchSize")
+        session.conf.set("spark.sql.parquet.columnarReaderBatchSize", "4096")
+        hlf_rows = session.read.parquet(str(Path(tmp) / "hlf_rows"))
         hlf_inference = _inference(session, hlf_rows, {"hlf_classifier": models["hlf_classifier"]})
+        session.conf.set("spark.sql.parquet.columnarReaderBatchSize", reader_batch)
         inclusive_inference = _inference(session, session.read.parquet(prep["test_set"]),
                                          {"inclusive_classifier": models["inclusive_classifier"]})
         session.stop()

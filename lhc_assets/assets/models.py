@@ -168,7 +168,9 @@ class SequenceTrainingConfig(_TrainingConfig):
     bucket_width: int = Field(
         default=100, ge=0, description="Group events by particle count into buckets of this many steps and run the "
         "GRU only over each batch's bucket (0: always all 801 steps; same model, slower).")
-    jit_compile: bool = Field(default=False, description="Compile the training step with XLA.")
+    jit_compile: bool = Field(default=True, description=(
+        "Compile the training step with XLA: about 1.3x faster on CPU; each bucket shape compiles once, a few "
+        "seconds each."))
 
 
 def _train_keras(context: AssetExecutionContext, name: str, config: _TrainingConfig, storage: StorageResource,

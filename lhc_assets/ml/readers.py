@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -197,6 +198,10 @@ def petastorm_dataset(
     """
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
+
+    # Petastorm 0.13.1 on the pinned pyarrow 14 warns about pyarrow's legacy dataset API on every row group
+    # (the reason pyarrow is pinned, pyproject.toml); nothing a user can act on, so keep consoles readable.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 
     columns = _check_common(inputs, batch_size, num_epochs)
     # Validate here so that a bad dataset fails with a clear error before Petastorm starts threads.

@@ -99,9 +99,8 @@ def training_batches(
     dataset: tf.data.Dataset, batch_size: int, bucket_width: int = DEFAULT_BUCKET_WIDTH
 ) -> tf.data.Dataset:
     """Reader batches -> training batches: bucketed by length (``bucket_width`` > 0) or all 801 steps (0)."""
-    if bucket_width == 0:
-        return dataset.rebatch(batch_size)
-    return bucket_by_length(dataset, batch_size, bucket_width)
+    batches = dataset.rebatch(batch_size) if bucket_width == 0 else bucket_by_length(dataset, batch_size, bucket_width)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 class _EpochTimer(keras.callbacks.Callback):

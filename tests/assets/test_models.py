@@ -45,7 +45,9 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
 
     keys = [platform.add_file(s, p) for s, p in generated_files.items()]
     assert platform.materialize(keys).success
-    data = platform.defs.resolve_job_def("training_data_job").execute_in_process(instance=platform.instance)
+    # Small HLF row groups, so that two training workers each get a shard of the tiny HLF train set.
+    data = platform.defs.resolve_job_def("training_data_job").execute_in_process(
+        instance=platform.instance, run_config={"ops": {"hlf_datasets": {"config": {"row_group_bytes": 4096}}}})
     assert data.success
     result = _models_run(platform)
     assert result.success, failure_messages(result)
@@ -109,6 +111,19 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
                                     / "model.keras", safe_mode=True)
     np.testing.assert_allclose(after.predict(x["hlf_input"], verbose=0), before.predict(x["hlf_input"], verbose=0),
                                atol=1e-4)
+
+
+    # The same asset trained data-parallel by two worker processes (MultiWorkerMirroredStrategy), by config only.
+    job = platform.defs.resolve_job_def("models_job")
+    distributed = job.execute_in_process(
+        instance=platform.instance, raise_on_error=False, asset_selection=[AssetKey("hlf_classifier")],
+        run_config={"ops": {"hlf_classifier": {"config": {"epochs": 2, "batch_size": 16,
+                                                          "distribution": "multi_worker", "workers": 2}}}})
+    assert distributed.success, failure_messages(distributed)
+    meta = _metadata(platform, "hlf_classifier")
+    assert meta["distribution"] == "multi_worker" and meta["workers"] == 2
+    assert set(meta["worker_samples"]) == {"0", "1"} and all(n > 0 for n in meta["worker_samples"].values())
+    keras.saving.load_model(meta["path"], safe_mode=True)
 
 
 def _current_name(models_root, name: str) -> str:
