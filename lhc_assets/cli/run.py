@@ -29,7 +29,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # (docs/performance.md). Everything else is DESIGN.md's defaults.
 _SEQUENCE_RUN = {"config": {"learning_rate": 3e-3}}
 MODELS_RUN_CONFIG = {"ops": {
-    "hlf_hyperparameter_search": {"config": {"batch_sizes": [128], "epochs": [5], "hidden_units": [[50, 100], [20], [10]],
+    "hlf_hyperparameter_search": {"config": {"batch_sizes": [128], "epochs": [5],
+                                             "hidden_units": [[50, 100], [20], [10]],
                                              "sample_fraction": 0.25, "folds": 3}},
     "particle_sequence_classifier": _SEQUENCE_RUN,
     "inclusive_classifier": _SEQUENCE_RUN,
