@@ -155,7 +155,9 @@ class _TrainingConfig(Config):
         default="none", description="'multi_worker': tf.distribute.MultiWorkerMirroredStrategy over `workers` "
         "local processes, each reading its shard of the training set.")
     workers: int = Field(default=2, ge=2, description="Worker processes for distribution='multi_worker'.")
-    reader_workers: int = Field(default=2, ge=1, description="Petastorm reader threads.")
+    reader_workers: int = Field(default=1, ge=1, description=(
+        "Petastorm reader threads. One keeps the row-group order, and so the training, reproducible; more read "
+        "faster but in a nondeterministic order."))
 
 
 class HlfTrainingConfig(_TrainingConfig):
@@ -462,17 +464,21 @@ def models_beat_chance(storage: StorageResource) -> AssetCheckResult:
                                                           "lowest_auc": float(worst), "threshold": MIN_AUC})
 
 
-@asset_check(asset=model_evaluation, description="The inclusive classifier is not worse than the HLF classifier: "
-             f"its AUC is at least the HLF classifier's minus {INCLUSIVE_AUC_TOLERANCE} on every class.")
+@asset_check(asset=model_evaluation, description=(
+    "The inclusive classifier is not worse than the HLF classifier: its one-vs-rest ROC AUC averaged over the "
+    f"classes is at least the HLF classifier's minus {INCLUSIVE_AUC_TOLERANCE} (per-class AUCs on a test split "
+    "of a few thousand events move by about that much between trainings)."))
 def inclusive_not_worse_than_hlf(storage: StorageResource) -> AssetCheckResult:
     report = _load_report(storage)
     if report is None:
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, metadata={"error": "no report"})
     inclusive, hlf = report["models"]["inclusive_classifier"]["auc"], report["models"]["hlf_classifier"]["auc"]
-    delta = {c: inclusive[c] - hlf[c] for c in CLASS_NAMES}
-    return AssetCheckResult(passed=all(d >= -INCLUSIVE_AUC_TOLERANCE for d in delta.values()),
-                            metadata={"auc_inclusive_minus_hlf": MetadataValue.json(
-                                {c: round(d, 5) for c, d in delta.items()})})
+    mean_inclusive = sum(inclusive.values()) / len(inclusive)
+    mean_hlf = sum(hlf.values()) / len(hlf)
+    return AssetCheckResult(passed=mean_inclusive >= mean_hlf - INCLUSIVE_AUC_TOLERANCE, metadata={
+        "mean_auc_inclusive": round(mean_inclusive, 5), "mean_auc_hlf": round(mean_hlf, 5),
+        "auc_inclusive_minus_hlf": MetadataValue.json({c: round(inclusive[c] - hlf[c], 5) for c in CLASS_NAMES}),
+    })
 
 
 model_assets = [hlf_hyperparameter_search, hlf_classifier, particle_sequence_classifier, inclusive_classifier,

@@ -15,9 +15,10 @@ from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, HLF_INPUT
 
 _MODELS: dict[tuple[str, float], object] = {}
 _FORWARD: dict[int, object] = {}
-# Events per forward call: big enough to amortise the call, small enough for a worker's memory
-# (4,096 x 801 x 19 float32 is 250 MB at most, before trimming).
-CHUNK = 4096
+# Events per forward call. HLF rows are tiny: big chunks amortise the call. Particle lists are cut to the
+# longest sequence of their chunk, so smaller chunks of length-sorted events run fewer GRU steps.
+CHUNK = 8192
+SEQUENCE_CHUNK = 256
 
 
 def load_model(path: str | Path):
@@ -44,7 +45,9 @@ def real_lengths(gru: np.ndarray) -> np.ndarray:
     return np.where(real.any(axis=1), gru.shape[1] - np.argmax(real, axis=1), 0)
 
 
-def predict_arrays(model, hlf_input: np.ndarray | None, gru_input: np.ndarray | None, chunk: int = CHUNK) -> np.ndarray:
+def predict_arrays(
+    model, hlf_input: np.ndarray | None, gru_input: np.ndarray | None, chunk: int | None = None
+) -> np.ndarray:
     """Class probabilities (N, 3) float32 for whichever inputs the model takes (HLF, particles or both).
 
     Particle lists are predicted in order of length, each chunk cut to its longest real sequence, so the
@@ -55,12 +58,14 @@ def predict_arrays(model, hlf_input: np.ndarray | None, gru_input: np.ndarray | 
     n = len(hlf_input if hlf_input is not None else gru_input)
     out = np.empty((n, 3), np.float32)
     if GRU_INPUT not in names:
+        chunk = chunk or CHUNK
         for start in range(0, n, chunk):
             out[start:start + chunk] = forward(hlf_input[start:start + chunk]).numpy()
         return out
     gru = gru_input.reshape(-1, *GRU_SHAPE)
     lengths = real_lengths(gru)
     order = np.argsort(lengths, kind="stable")
+    chunk = chunk or SEQUENCE_CHUNK
     for start in range(0, n, chunk):
         rows = order[start:start + chunk]
         steps = max(1, int(lengths[rows].max()))
