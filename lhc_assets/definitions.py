@@ -7,6 +7,7 @@ from dagster import Definitions, in_process_executor
 from lhc_assets.assets.datasets import dataset_assets, dataset_checks, dataset_jobs
 from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.assets.models import model_assets, model_checks, model_jobs
+from lhc_assets.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
 from resources.io_manager import SparkParquetIOManager
 from resources.json_io_manager import JsonIOManager
@@ -21,6 +22,7 @@ def build_definitions() -> Definitions:
         assets=[*ingestion_assets, *dataset_assets, *model_assets],
         asset_checks=[*dataset_checks, *model_checks],
         jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs],
+        sensors=sensors,
         resources={
             "spark": spark,
             "storage": storage,
