@@ -43,8 +43,16 @@ def _row_groups(root: Path) -> list[tuple[str, int]]:
 
 
 def _worker_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True)
-            if "lhc_assets.ml.distributed" in " ".join(p.cmdline())]
+    """Live worker processes under this one. Other descendants (the session's Spark JVM and its Python
+    daemon, whose exited workers are briefly zombies) may vanish or be unreadable while we look."""
+    workers = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "lhc_assets.ml.distributed" in " ".join(p.cmdline()):
+                workers.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+            continue
+    return workers
 
 
 @pytest.mark.timeout(600)
