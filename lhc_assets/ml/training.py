@@ -1,4 +1,4 @@
-"""Training and prediction loops shared by the model assets, the benchmark and the distributed workers.
+"""Training loop shared by the model assets, the benchmark and the distributed workers.
 
 Speed on CPU comes from not running the GRU over padding: the particle lists are stored padded to
 801 rows with the padding first and exactly zero, and the models mask it, so cutting leading padding
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lhc_assets.ml import models
@@ -181,18 +180,3 @@ def fit(
         )
     clean = {name: [float(v) for v in values] for name, values in history.history.items()}
     return TrainingResult(clean, epochs, steps, batch_size, timer.seconds)
-
-
-def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, probabilities)`` over a finite ``(x, label)`` dataset, in the dataset's order.
-
-    Calls the model directly (no ``predict`` loop), so batches of different sequence lengths are fine.
-    """
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    labels, probabilities = [], []
-    for x, y in dataset:
-        probabilities.append(forward(x).numpy())
-        labels.append(y.numpy())
-    if not labels:
-        raise ValueError("no events to predict")
-    return np.concatenate(labels), np.concatenate(probabilities)
