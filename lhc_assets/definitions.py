@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor
+import warnings
+
+from dagster import BetaWarning, Definitions, in_process_executor, with_source_code_references
 
 from lhc_assets.assets.datasets import dataset_assets, dataset_checks, dataset_jobs
 from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.assets.models import model_assets, model_checks, model_jobs
+from lhc_assets.automation import retrain_on_new_data, with_retrain_conditions
 from lhc_assets.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
 from resources.io_manager import SparkParquetIOManager
@@ -18,11 +21,17 @@ def build_definitions() -> Definitions:
     spark = spark_resource_from_env()
     storage = storage_from_env()
     # One process per run, so one JVM per run: every Spark step of a run shares its SparkSession.
+    # Code references let the UI open each asset's source; the retraining condition is inert until its
+    # sensor is turned on (lhc_assets/automation.py).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # code references are beta in 1.13; the UI shows them fine
+        assets = with_retrain_conditions(
+            with_source_code_references([*ingestion_assets, *dataset_assets, *model_assets]))
     return Definitions(
-        assets=[*ingestion_assets, *dataset_assets, *model_assets],
+        assets=assets,
         asset_checks=[*dataset_checks, *model_checks],
         jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs],
-        sensors=sensors,
+        sensors=[*sensors, retrain_on_new_data],
         resources={
             "spark": spark,
             "storage": storage,

@@ -40,3 +40,28 @@ def spark() -> Iterator:
     session = resource.get_session()
     yield session
     session.stop()
+
+
+class QuickRun:
+    """A data root and Dagster home after ``lhc-run --quick`` (what ``make run`` does, tiny settings)."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.data_root = base / "data"
+        self.dagster_home = base / "home"
+        self.env = {**os.environ, "LHC_DATA_ROOT": str(self.data_root), "DAGSTER_HOME": str(self.dagster_home),
+                    "LHC_SPARK_MASTER": "local[2]", "LHC_SAMPLE_FILES": "1", "LHC_SAMPLE_EVENTS": "1500",
+                    "PYSPARK_PYTHON": sys.executable}
+        self.first = self.run()
+
+    def run(self):
+        import subprocess
+
+        return subprocess.run([str(Path(sys.executable).with_name("lhc-run")), "--quick"], env=self.env,
+                              capture_output=True, text=True, timeout=800, check=False, cwd=self.base)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """``lhc-run --quick`` from nothing to model_evaluation, once per test session (several minutes)."""
+    return QuickRun(tmp_path_factory.mktemp("quick_run"))

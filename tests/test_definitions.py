@@ -47,9 +47,9 @@ def test_ingestion_graph_is_defined_with_per_file_partitions():
 
 
 def test_contiguous_partition_ranges_cover_exactly_the_missing_keys():
-    from lhc_assets.cli.run import _contiguous_runs
+    from lhc_assets.backfill import contiguous_ranges
 
     order = ["a", "b", "c", "d", "e"]
-    assert _contiguous_runs(order, {"a", "b", "d"}) == [("a", "b"), ("d", "d")]
-    assert _contiguous_runs(order, set(order)) == [("a", "e")]
-    assert _contiguous_runs(order, set()) == []
+    assert contiguous_ranges(order, {"a", "b", "d"}) == [("a", "b"), ("d", "d")]
+    assert contiguous_ranges(order, set(order)) == [("a", "e")]
+    assert contiguous_ranges(order, set()) == []

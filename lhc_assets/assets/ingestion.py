@@ -31,6 +31,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from lhc_assets.failures import FAILED_PARTITIONS_METADATA
 from lhc_assets.physics.delphes_reader import DelphesInputError, inspect_file
 from lhc_assets.physics.features import SELECTED
 from lhc_assets.physics.ingest import (
@@ -88,9 +89,12 @@ def _resolve_inputs(keys: list[str], storage: StorageResource) -> tuple[list[dic
     return files, problems
 
 
-def _fail(problems: list[str], published: list[str] | None = None) -> None:
-    metadata = {"bad_inputs": MetadataValue.md("\n".join(f"* {p}" for p in problems))}
-    description = "\n".join(problems)
+def _fail(problems: dict[str, str], published: list[str] | None = None) -> None:
+    """Fail the step naming every bad partition; ``failed_partitions`` ({key: problem}) is what the
+    failure ledger and ``lhc backfill`` read (lhc_assets/failures.py)."""
+    metadata = {"bad_inputs": MetadataValue.md("\n".join(f"* {p}" for p in problems.values())),
+                FAILED_PARTITIONS_METADATA: MetadataValue.json(problems)}
+    description = "\n".join(problems.values())
     if published:
         metadata["published_partitions"] = MetadataValue.md("\n".join(f"* {k}" for k in published))
         description += (f"\n({len(published)} other partition(s) of this run were materialized; "
@@ -250,7 +254,7 @@ def delphes_ingestion(
             good = [k for k in keys if k not in problems]
             if good:
                 _publish_good_partitions(context, io, staging, good, bad, files, summary)
-            _fail([problems[k] for k in bad], published=good)
+            _fail({k: problems[k] for k in bad}, published=good)
     except BaseException:
         for d in staging.values():
             shutil.rmtree(d, ignore_errors=True)

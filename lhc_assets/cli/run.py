@@ -89,57 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def _contiguous_runs(ordered: list[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order."""
-    runs, start, prev = [], None, None
-    for key in ordered:
-        if key in wanted:
-            start = key if start is None else start
-            prev = key
-        elif start is not None:
-            runs.append((start, prev))
-            start = None
-    if start is not None:
-        runs.append((start, prev))
-    return runs
-
-
 def materialize_ingestion(storage) -> bool:
     """Register every input file as a partition and materialize the ingestion graph where it is missing."""
-    from dagster import AssetKey, DagsterInstance
+    from dagster import DagsterInstance
 
-    from lhc_assets.assets.ingestion import delphes_files
-    from lhc_assets.definitions import defs
+    from lhc_assets import backfill
 
     instance = DagsterInstance.get()
+    backfill.register_input_files(instance, storage)
     keys = sorted(storage.input_files())
-    known = set(instance.get_dynamic_partitions(delphes_files.name))
-    new = [k for k in keys if k not in known]
-    if new:
-        instance.add_dynamic_partitions(delphes_files.name, new)
-    ordered = instance.get_dynamic_partitions(delphes_files.name)
-    done = set.intersection(*(
-        set(instance.get_materialized_partitions(AssetKey(a))) for a in ("raw_events", "hlf_features", "llf_features")
-    ))
-    missing = set(keys) - done
+    missing = set(keys) - backfill.materialized_partitions(instance)
     if not missing:
         print(f"ingestion: all {len(keys)} partitions already materialized")
         return True
-    job = defs.resolve_job_def("ingestion_job")
-    ok = True
-    for first, last in _contiguous_runs(ordered, missing):
-        print(f"ingestion: materializing partitions {first} ... {last}")
-        result = job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-            raise_on_error=False, run_config=QUIET,
-        )
-        if not result.success:
-            ok = False
-            for event in result.all_events:
-                if event.is_step_failure:
-                    print(f"  FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}")
-    return ok
+    progress = backfill.materialize_in_process(instance, sorted(missing), print, run_config=QUIET)
+    return not progress.pending and not progress.counts()[backfill.FAILED]
 
 
 def _latest_timestamp(instance, asset: str) -> float:

@@ -1,7 +1,8 @@
 """Sensors of the code location."""
 
 from lhc_assets.sensors.new_files import new_delphes_files_sensor
+from lhc_assets.sensors.run_failures import record_failed_partitions
 
-sensors = [new_delphes_files_sensor]
+sensors = [new_delphes_files_sensor, record_failed_partitions]
 
-__all__ = ["new_delphes_files_sensor", "sensors"]
+__all__ = ["new_delphes_files_sensor", "record_failed_partitions", "sensors"]

@@ -3,26 +3,16 @@ models, print a summary; re-runs skip finished work."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1700)]
 
 
-def _lhc_run(tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LHC_DATA_ROOT": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home"),
-           "LHC_SPARK_MASTER": "local[2]", "LHC_SAMPLE_FILES": "1", "LHC_SAMPLE_EVENTS": "1500"}
-    return subprocess.run([str(Path(sys.executable).with_name("lhc-run")), "--quick"], env=env, capture_output=True,
-                          text=True, timeout=800, check=False, cwd=tmp_path)
-
-
-def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(tmp_path):
-    first = _lhc_run(tmp_path)
+def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick_run):
+    tmp_path = quick_run.data_root.parent
+    first = quick_run.first
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     out = first.stdout
     assert "training data: undersampling, scalers and the Petastorm datasets" in out
@@ -43,7 +33,7 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(tmp_p
     assert all(0.0 <= float(x) <= 1.0 for v in table.values() for x in v.split())
     assert list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
 
-    again = _lhc_run(tmp_path)
+    again = quick_run.run()
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "ingestion: all 5 partitions already materialized" in again.stdout
     assert "training data: up to date with the feature tables" in again.stdout

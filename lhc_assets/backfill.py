@@ -1,0 +1,228 @@
+"""Backfills of the ingestion assets over many input files, for ``lhc backfill`` and ``make run``.
+
+Two ways to run one:
+
+* **Through the instance** (``submit`` then ``watch``): an asset backfill of raw_events, hlf_features and
+  llf_features is added to the Dagster instance and executed by the daemon (``make ui``, ``dagster dev`` or
+  ``dagster-daemon run``), exactly like a backfill launched from the UI. With the assets'
+  ``BackfillPolicy.single_run()`` the daemon launches one run per contiguous range of partitions: one Spark
+  job over many files. ``watch`` follows it from the instance and reports every partition as it is
+  materialized or fails.
+* **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range,
+  for when no daemon is running.
+
+Either way a bad file fails only its own partition: the ingestion step publishes the good partitions of a
+run and names the bad ones (``failures.FAILED_PARTITIONS_METADATA``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from lhc_assets import failures
+from lhc_assets.physics.ingest import HLF, LLF, RAW
+from resources.storage import StorageResource
+
+INGESTION_ASSETS = (RAW, HLF, LLF)
+PARTITIONS_DEF_NAME = failures.PARTITIONS_DEF_NAME
+BACKFILL_TAG = "dagster/backfill"
+# A daemon whose last heartbeat is older than this is taken as not running.
+HEARTBEAT_MAX_AGE_S = 120.0
+TERMINAL_RUN_STATUSES = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+MATERIALIZED = "materialized"
+FAILED = "failed"
+
+
+def register_input_files(instance: DagsterInstance, storage: StorageResource) -> list[str]:
+    """Add a partition for every input file under ``incoming/`` that has none yet; returns the new keys."""
+    known = set(instance.get_dynamic_partitions(PARTITIONS_DEF_NAME))
+    new = sorted(k for k in storage.input_files() if k not in known)
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS_DEF_NAME, new)
+    return new
+
+
+def materialized_partitions(instance: DagsterInstance, assets: Sequence[str] = INGESTION_ASSETS) -> set[str]:
+    """Partitions materialized for every one of ``assets``."""
+    return set.intersection(*(set(instance.get_materialized_partitions(AssetKey(a))) for a in assets))
+
+
+def contiguous_ranges(ordered: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
+    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order."""
+    ranges, start, prev = [], None, None
+    for key in ordered:
+        if key in wanted:
+            start = key if start is None else start
+            prev = key
+        elif start is not None:
+            ranges.append((start, prev))
+            start = None
+    if start is not None:
+        ranges.append((start, prev))
+    return ranges
+
+
+def daemon_heartbeat_age(instance: DagsterInstance, daemon_type: str = "BACKFILL") -> float | None:
+    """Seconds since the daemon that executes backfills last reported, or None if it never has."""
+    beat = instance.get_daemon_heartbeats().get(daemon_type)
+    return None if beat is None else max(0.0, time.time() - beat.timestamp)
+
+
+def submit(instance: DagsterInstance, keys: Sequence[str], assets: Sequence[str] = INGESTION_ASSETS,
+           title: str | None = None) -> str:
+    """Add an asset backfill of ``assets`` over ``keys`` to the instance (the daemon executes it); its id."""
+    # PartitionBackfill is what the UI's "Launch backfill" creates; there is no public constructor for it.
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from lhc_assets.definitions import defs
+
+    backfill_id = make_new_backfill_id()
+    instance.add_backfill(PartitionBackfill.from_asset_partitions(
+        backfill_id=backfill_id, asset_graph=defs.resolve_asset_graph(), partition_names=list(keys),
+        asset_selection=[AssetKey(a) for a in assets], backfill_timestamp=time.time(),
+        tags={"lhc/launched_by": "lhc backfill"}, dynamic_partitions_store=instance, all_partitions=False,
+        title=title or f"lhc backfill: {len(keys)} partition(s)", description=None, run_config=None,
+    ))
+    return backfill_id
+
+
+@dataclass
+class Progress:
+    """What is known of every partition of a backfill: materialized, failed (with the problem) or pending."""
+
+    keys: list[str]
+    assets: tuple[str, ...]
+    since: float
+    state: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _seen: dict[str, set[str]] = field(default_factory=dict)
+    _cursors: dict[str, int | None] = field(default_factory=dict)
+    _runs_done: set[str] = field(default_factory=set)
+
+    @property
+    def pending(self) -> list[str]:
+        return [k for k in self.keys if k not in self.state]
+
+    def counts(self) -> dict[str, int]:
+        out = {MATERIALIZED: 0, FAILED: 0}
+        for status, _ in self.state.values():
+            out[status] += 1
+        return out
+
+    def poll_materializations(self, instance: DagsterInstance) -> list[str]:
+        """Partitions newly materialized for every asset since the backfill started."""
+        wanted, newly = set(self.keys), []
+        for asset in self.assets:
+            seen = self._seen.setdefault(asset, set())
+            while True:
+                page = instance.fetch_materializations(
+                    AssetRecordsFilter(asset_key=AssetKey(asset), after_timestamp=self.since,
+                                       after_storage_id=self._cursors.get(asset)), limit=1000, ascending=True)
+                for record in page.records:
+                    self._cursors[asset] = record.storage_id
+                    if record.partition_key in wanted:
+                        seen.add(record.partition_key)
+                if not page.has_more:
+                    break
+        for key in self.pending:
+            if all(key in self._seen.get(a, ()) for a in self.assets):
+                self.state[key] = (MATERIALIZED, "")
+                newly.append(key)
+        return newly
+
+    def record_failed_run(self, instance: DagsterInstance, run, step_failures) -> list[str]:
+        """Mark the partitions a finished, failed run did not materialize; returns the newly failed keys."""
+        if run.run_id in self._runs_done:
+            return []
+        self._runs_done.add(run.run_id)
+        newly = []
+        for f in failures.failed_partitions_of_run(instance, run, step_failures, failed_at=time.time()):
+            if f.partition in self.keys and f.partition not in self.state:
+                self.state[f.partition] = (FAILED, f.problem)
+                newly.append(f.partition)
+        return newly
+
+
+def _step_failures(instance: DagsterInstance, run_id: str) -> list:
+    from dagster import DagsterEventType
+
+    records = instance.get_records_for_run(run_id=run_id, of_type=DagsterEventType.STEP_FAILURE).records
+    return [r.event_log_entry.dagster_event for r in records]
+
+
+def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], since: float,
+          report: Callable[[str], None], poll_s: float = 2.0, timeout_s: float | None = None,
+          assets: Sequence[str] = INGESTION_ASSETS) -> Progress:
+    """Follow a backfill in the instance until it and its runs are finished (or ``timeout_s`` passes),
+    reporting each partition once as it is materialized or fails."""
+    from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
+
+    progress = Progress(keys=list(keys), assets=tuple(assets), since=since)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    width = len(str(len(progress.keys)))
+    last_note = time.monotonic()
+    announced = []
+
+    def announce(key: str) -> None:
+        announced.append(key)
+        status, problem = progress.state[key]
+        line = f"[{len(announced):>{width}}/{len(progress.keys)}] {status:<12} {key}"
+        report(line + (f": {' '.join(problem.split())}" if problem else ""))
+
+    while True:
+        backfill = instance.get_backfill(backfill_id)
+        runs = instance.get_runs(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+        for key in progress.poll_materializations(instance):
+            announce(key)
+        for run in runs:
+            if run.status == DagsterRunStatus.FAILURE:
+                for key in progress.record_failed_run(instance, run, _step_failures(instance, run.run_id)):
+                    announce(key)
+        finished = (backfill is not None and backfill.status in BULK_ACTION_TERMINAL_STATUSES
+                    and all(r.status in TERMINAL_RUN_STATUSES for r in runs))
+        if finished or not progress.pending:
+            if finished:
+                # A last look: materializations of the final run may land just before its status changes.
+                for key in progress.poll_materializations(instance):
+                    announce(key)
+            if finished or all(r.status in TERMINAL_RUN_STATUSES for r in runs):
+                return progress
+        if deadline is not None and time.monotonic() > deadline:
+            return progress
+        if time.monotonic() - last_note > 30:
+            active = sum(r.status not in TERMINAL_RUN_STATUSES for r in runs)
+            status = backfill.status.value if backfill else "unknown"
+            report(f"  ... backfill {status}, {active} run(s) in progress, {len(progress.pending)} partition(s) "
+                   "pending")
+            last_note = time.monotonic()
+        time.sleep(poll_s)
+
+
+def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], report: Callable[[str], None],
+                           run_config: dict | None = None, job_name: str = "ingestion_job") -> Progress:
+    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions."""
+    from lhc_assets.definitions import defs
+
+    since = time.time()
+    progress = Progress(keys=list(keys), assets=INGESTION_ASSETS, since=since)
+    job = defs.resolve_job_def(job_name)
+    ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
+    for first, last in contiguous_ranges(ordered, set(keys)):
+        report(f"ingestion: materializing partitions {first} ... {last}")
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config,
+            tags={failures.RANGE_START_TAG: first, failures.RANGE_END_TAG: last},
+        )
+        progress.poll_materializations(instance)
+        if not result.success:
+            run = instance.get_run_by_id(result.run_id)
+            progress.record_failed_run(instance, run, [e for e in result.all_events if e.is_step_failure])
+    for key in progress.keys:
+        if key in progress.state and progress.state[key][0] == FAILED:
+            report(f"  FAILED {key}: {progress.state[key][1]}")
+    return progress

@@ -1,0 +1,177 @@
+"""``lhc``: the common operations on a running platform, against the Dagster instance in ``$DAGSTER_HOME``.
+
+    lhc backfill --all                    every input file (new files under incoming/ are registered first)
+    lhc backfill --sample ttbar [wjets]   the files of some samples
+    lhc backfill --partitions KEY [KEY]   some partitions (keys as in the UI: <sample>/<file stem>)
+    lhc backfill --failed                 the partitions `lhc failures` lists
+        [--missing]       only partitions not materialized yet
+        [--in-process]    run here instead of in the daemon (no `make ui` / dagster-daemon needed)
+        [--no-wait]       submit and return; follow the backfill in the UI
+    lhc failures [--all] [--json]         failed partitions not materialized since (--all: every failure)
+
+A backfill is submitted to the instance as an asset backfill of raw_events, hlf_features and llf_features and
+executed by the daemon (one run per contiguous range of partitions, i.e. one Spark job over many files), then
+followed here: each partition is reported as it is materialized or fails. Exit status: 0 when every partition
+was materialized, 1 when some failed or did not finish, 2 on a usage problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from lhc_assets.physics.schema import SAMPLES
+
+UI_URL_ENV = "LHC_UI_URL"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lhc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("backfill", help="materialize the ingestion assets for many input files")
+    target = b.add_mutually_exclusive_group(required=True)
+    target.add_argument("--all", action="store_true", help="every input file")
+    target.add_argument("--sample", nargs="+", choices=sorted(SAMPLES), help="the files of these samples")
+    target.add_argument("--partitions", nargs="+", metavar="KEY", help="these partition keys")
+    target.add_argument("--failed", action="store_true", help="the partitions `lhc failures` lists")
+    b.add_argument("--missing", action="store_true", help="skip partitions already materialized")
+    b.add_argument("--in-process", action="store_true", help="execute here rather than in the Dagster daemon")
+    b.add_argument("--no-wait", action="store_true", help="submit to the daemon and return")
+    b.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds")
+
+    f = sub.add_parser("failures", help="list failed partitions")
+    f.add_argument("--all", action="store_true", help="every recorded failure, also those materialized since")
+    f.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return DagsterInstance.get()
+
+
+def _storage():
+    from resources.storage import storage_from_env
+
+    return storage_from_env()
+
+
+def _ui_url() -> str:
+    return os.environ.get(UI_URL_ENV, f"http://127.0.0.1:{os.environ.get('LHC_UI_PORT', '3000')}")
+
+
+def _select(args, instance, storage) -> list[str] | None:
+    """The partition keys the arguments name, in the instance's order; None after printing a usage problem."""
+    from lhc_assets import backfill, failures
+
+    new = backfill.register_input_files(instance, storage)
+    if new:
+        print(f"registered {len(new)} new input file(s) as partitions")
+    ordered = list(instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME))
+    if args.all:
+        wanted = set(ordered)
+    elif args.sample:
+        wanted = {k for k in ordered if k.split("/", 1)[0] in args.sample}
+    elif args.partitions:
+        unknown = [k for k in args.partitions if k not in ordered]
+        if unknown:
+            print(f"lhc backfill: unknown partition(s): {', '.join(unknown)} (no such file under "
+                  f"{storage.incoming}; keys are <sample>/<file stem>, listed in the UI)", file=sys.stderr)
+            return None
+        wanted = set(args.partitions)
+    else:
+        recorded = failures.read(failures.ledger_path(storage.reports))
+        wanted = {r.partition for r in failures.outstanding(instance, recorded)} & set(ordered)
+    if args.missing:
+        wanted -= backfill.materialized_partitions(instance)
+    return [k for k in ordered if k in wanted]
+
+
+def cmd_backfill(args) -> int:
+    from lhc_assets import backfill
+
+    instance, storage = _instance(), _storage()
+    keys = _select(args, instance, storage)
+    if keys is None:
+        return 2
+    if not keys:
+        print("nothing to backfill")
+        return 0
+    if args.in_process:
+        progress = backfill.materialize_in_process(instance, keys, print)
+        return _summary(progress, backfill_id=None)
+
+    age = backfill.daemon_heartbeat_age(instance)
+    daemon_up = age is not None and age < backfill.HEARTBEAT_MAX_AGE_S
+    if not daemon_up and not args.no_wait:
+        print(f"lhc backfill: no Dagster daemon is running for DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+              "(start it with `make ui`, `dagster dev` or `dagster-daemon run -w workspace.yaml`), "
+              "or run here with --in-process", file=sys.stderr)
+        return 2
+    since = time.time()
+    backfill_id = backfill.submit(instance, keys)
+    print(f"backfill {backfill_id}: {len(keys)} partition(s) of raw_events, hlf_features, llf_features; "
+          f"in the UI: {_ui_url()}/runs/b/{backfill_id}")
+    if args.no_wait:
+        if not daemon_up:
+            print("  no daemon is running: the backfill starts when one does")
+        return 0
+    try:
+        progress = backfill.watch(instance, backfill_id, keys, since, print, timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; backfill {backfill_id} goes on in the daemon")
+        return 1
+    return _summary(progress, backfill_id)
+
+
+def _summary(progress, backfill_id: str | None) -> int:
+    counts = progress.counts()
+    pending = progress.pending
+    head = f"backfill {backfill_id}" if backfill_id else "backfill"
+    print(f"{head}: {counts['materialized']} materialized, {counts['failed']} failed"
+          + (f", {len(pending)} not finished" if pending else ""))
+    if counts["failed"]:
+        print("  list them with `lhc failures`; after fixing the files, `lhc backfill --failed`")
+    return 0 if not pending and not counts["failed"] else 1
+
+
+def cmd_failures(args) -> int:
+    from lhc_assets import failures
+
+    instance, storage = _instance(), _storage()
+    recorded = failures.read(failures.ledger_path(storage.reports))
+    rows = recorded if args.all else failures.outstanding(instance, recorded)
+    if args.json:
+        for r in rows:
+            print(r.to_json())
+        return 0
+    if not rows:
+        print("no failed partitions" + ("" if args.all else " outstanding (lhc failures --all shows the history)"))
+        return 0
+    width = max(len(r.partition) for r in rows)
+    print(f"{'partition':<{width}}  {'failed at':<19}  {'run':<8}  {'job':<16}  problem")
+    for r in rows:
+        when = datetime.fromtimestamp(r.failed_at).strftime("%Y-%m-%d %H:%M:%S")
+        problem = " ".join(r.problem.split())
+        job = "materialization" if r.job.startswith("__ASSET_JOB") else r.job  # as the UI names asset runs
+        print(f"{r.partition:<{width}}  {when}  {r.run_id[:8]}  {job[:16]:<16}  {problem}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"backfill": cmd_backfill, "failures": cmd_failures}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
