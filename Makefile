@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME  ?= $(CURDIR)/.dagster_home
 export LHC_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: install run test test-fast ui lint bench clean check-java
+.PHONY: install run test test-fast ui lint bench clean check-java browser
 
 install: $(STAMP)
 
@@ -32,7 +32,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 run: install check-java $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/lhc-run
 
-test: install check-java
+# Debian's chromium, for the UI end-to-end test (Playwright drives it; no browser download).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for the UI test (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install check-java browser
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -13,7 +13,7 @@ from lhc_assets.automation import retrain_on_new_data, with_retrain_conditions
 from lhc_assets.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
 from resources.io_manager import SparkParquetIOManager
-from resources.json_io_manager import JsonIOManager
+from resources.json_io_manager import JsonIOManager, ReportIOManager
 from resources.model_io_manager import KerasModelIOManager
 
 
@@ -37,6 +37,7 @@ def build_definitions() -> Definitions:
             "storage": storage,
             "warehouse_io_manager": SparkParquetIOManager(storage=storage, spark=spark),
             "json_io_manager": JsonIOManager(storage=storage),
+            "report_io_manager": ReportIOManager(storage=storage),
             "model_io_manager": KerasModelIOManager(storage=storage),
         },
         executor=in_process_executor,

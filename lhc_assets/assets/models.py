@@ -24,6 +24,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    Output,
     asset,
     asset_check,
     define_asset_job,
@@ -375,13 +376,14 @@ def _report_dir(storage: StorageResource):
     owners=_OWNERS,
     tags={"stage": "evaluation"},
     deps=[BASELINE],
+    io_manager_key="report_io_manager",
     description=("Every model on the test split: one-vs-rest ROC AUC per class, accuracy, row-normalised confusion "
                  "matrix, ROC curves per class comparing the models (PNG) and a JSON report under "
                  "<data root>/reports/model_evaluation."),
 )
 def model_evaluation(
     context: AssetExecutionContext, storage: StorageResource, event_scores, undersampled_dataset
-) -> MaterializeResult:
+) -> Output[dict]:
     import numpy as np
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
@@ -438,7 +440,7 @@ def model_evaluation(
         aucs = " | ".join(f"{r['auc'][c]:.4f}" for c in CLASS_NAMES)
         lines.append(f"| {name} | {aucs} | {r['accuracy']:.4f} |")
     context.log.info("model comparison on the test split:\n" + "\n".join(lines))
-    return MaterializeResult(metadata={
+    return Output(report, metadata={
         "comparison": MetadataValue.md("\n".join(lines)),
         "test_events": len(labels),
         "report": MetadataValue.path(str(published / "report.json")),

@@ -94,6 +94,8 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
         matrix = np.asarray(r["confusion_matrix"])
         np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
     assert {p.name for p in report_dir.glob("*.png")} >= {"roc_QCD.png", "roc_ttbar.png", "roc_W+jets.png"}
+    # The report is also an asset value, loadable through Dagster (the notebook does this).
+    assert platform.defs.load_asset_value("model_evaluation", instance=platform.instance) == report
     trigger = _metadata(platform, "event_scores")["trigger"]
     assert sorted((r["model"], r["signal_efficiency_target"]) for r in trigger) == sorted(
         (m, e) for m in KERAS_MODELS for e in (0.99, 0.95, 0.90))
