@@ -25,9 +25,8 @@ check-java:
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark. On Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless"; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 17) { print "Java " $$2 " found; Spark 4 needs Java 17+"; exit 1 } }'
 
-$(DAGSTER_HOME)/dagster.yaml:
-	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\n' > $@
+$(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
+	@$(BIN)/python -m lhc_assets.cli.home >/dev/null
 
 run: install check-java $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/lhc-run

@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 from lhc_assets.physics.schema import SAMPLES
 
@@ -53,10 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _instance():
     from dagster import DagsterInstance
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from lhc_assets.cli.home import ensure_dagster_home
+
+    ensure_dagster_home()
     return DagsterInstance.get()
 
 

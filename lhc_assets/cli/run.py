@@ -9,9 +9,9 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from lhc_assets.cli import generate
+from lhc_assets.cli.home import ensure_dagster_home
 from lhc_assets.physics.schema import SAMPLES
 from resources.storage import storage_from_env
 
@@ -60,10 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_dagster_home()
     storage = storage_from_env()
     storage.ensure_layout()
     print(f"data root: {storage.root_path}")
