@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME  ?= $(CURDIR)/.dagster_home
 export LHC_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: install run test test-fast ui lint bench clean check-java browser
+.PHONY: install run test test-fast ui lint bench clean check-java browser screenshots
 
 install: $(STAMP)
 
@@ -33,6 +33,7 @@ run: install check-java $(DAGSTER_HOME)/dagster.yaml
 
 # Debian's chromium, for the UI end-to-end test (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
+export LHC_CHROMIUM ?= $(CHROMIUM)
 browser:
 	@test -x $(CHROMIUM) || { \
 	  echo "installing Debian's chromium for the UI test (apt-get)"; \
@@ -42,6 +43,10 @@ browser:
 
 test: install check-java browser
 	$(BIN)/python -m pytest
+
+# Refreshes docs/images/*.png from the UI end-to-end test.
+screenshots: install check-java browser
+	LHC_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/ui -q
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
