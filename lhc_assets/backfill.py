@@ -190,6 +190,9 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
                 # A last look: materializations of the final run may land just before its status changes.
                 for key in progress.poll_materializations(instance):
                     announce(key)
+                if backfill.status.value in ("FAILED", "CANCELED"):
+                    error = backfill.error.message.strip() if backfill.error else "no error recorded"
+                    report(f"backfill {backfill_id} {backfill.status.value.lower()}: {error}")
             if finished or all(r.status in TERMINAL_RUN_STATUSES for r in runs):
                 return progress
         if deadline is not None and time.monotonic() > deadline:
