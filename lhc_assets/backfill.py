@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from lhc_assets import failures
 from lhc_assets.physics.ingest import HLF, LLF, RAW
 from resources.storage import StorageResource
 
 INGESTION_ASSETS = (RAW, HLF, LLF)
-PARTITIONS_DEF_NAME = failures.PARTITIONS_DEF_NAME
+PARTITIONS_DEF_NAME = failures.PARTITIONS_DEF_NAME  # re-exported for the CLI
 BACKFILL_TAG = "dagster/backfill"
 # A daemon whose last heartbeat is older than this is taken as not running.
 HEARTBEAT_MAX_AGE_S = 120.0
@@ -135,9 +135,12 @@ class Progress:
                 newly.append(key)
         return newly
 
+    def seen_run(self, run_id: str) -> bool:
+        return run_id in self._runs_done
+
     def record_failed_run(self, instance: DagsterInstance, run, step_failures) -> list[str]:
         """Mark the partitions a finished, failed run did not materialize; returns the newly failed keys."""
-        if run.run_id in self._runs_done:
+        if self.seen_run(run.run_id):
             return []
         self._runs_done.add(run.run_id)
         newly = []
@@ -180,21 +183,21 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
         for key in progress.poll_materializations(instance):
             announce(key)
         for run in runs:
-            if run.status == DagsterRunStatus.FAILURE:
+            # A failed run's step failures are read once.
+            if run.status == DagsterRunStatus.FAILURE and not progress.seen_run(run.run_id):
                 for key in progress.record_failed_run(instance, run, _step_failures(instance, run.run_id)):
                     announce(key)
-        finished = (backfill is not None and backfill.status in BULK_ACTION_TERMINAL_STATUSES
-                    and all(r.status in TERMINAL_RUN_STATUSES for r in runs))
-        if finished or not progress.pending:
-            if finished:
-                # A last look: materializations of the final run may land just before its status changes.
-                for key in progress.poll_materializations(instance):
-                    announce(key)
-                if backfill.status.value in ("FAILED", "CANCELED"):
-                    error = backfill.error.message.strip() if backfill.error else "no error recorded"
-                    report(f"backfill {backfill_id} {backfill.status.value.lower()}: {error}")
-            if finished or all(r.status in TERMINAL_RUN_STATUSES for r in runs):
-                return progress
+        runs_done = all(r.status in TERMINAL_RUN_STATUSES for r in runs)
+        if backfill is not None and backfill.status in BULK_ACTION_TERMINAL_STATUSES and runs_done:
+            # A last look: materializations of the final run may land just before its status changes.
+            for key in progress.poll_materializations(instance):
+                announce(key)
+            if backfill.status.value in ("FAILED", "CANCELED"):
+                error = backfill.error.message.strip() if backfill.error else "no error recorded"
+                report(f"backfill {backfill_id} {backfill.status.value.lower()}: {error}")
+            return progress
+        if not progress.pending and runs_done:
+            return progress
         if deadline is not None and time.monotonic() > deadline:
             return progress
         if time.monotonic() - last_note > 30:
@@ -207,13 +210,15 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
 
 
 def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], report: Callable[[str], None],
-                           run_config: dict | None = None, job_name: str = "ingestion_job") -> Progress:
-    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions."""
-    from lhc_assets.definitions import defs
+                           run_config: dict | None = None, defs: Definitions | None = None) -> Progress:
+    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions.
 
-    since = time.time()
-    progress = Progress(keys=list(keys), assets=INGESTION_ASSETS, since=since)
-    job = defs.resolve_job_def(job_name)
+    ``defs`` defaults to the code location as loaded from the environment (its data root)."""
+    if defs is None:
+        from lhc_assets.definitions import defs
+
+    progress = Progress(keys=list(keys), assets=INGESTION_ASSETS, since=time.time())
+    job = defs.resolve_job_def("ingestion_job")
     ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
     for first, last in contiguous_ranges(ordered, set(keys)):
         report(f"ingestion: materializing partitions {first} ... {last}")

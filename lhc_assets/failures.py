@@ -19,13 +19,14 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun
 
+# Every partitioned asset of the platform is partitioned by input file.
+from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
+
 FAILED_PARTITIONS_METADATA = "failed_partitions"
 LEDGER_NAME = "failed_partitions.jsonl"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-# Every partitioned asset of the platform is partitioned by input file.
-PARTITIONS_DEF_NAME = "delphes_files"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from lhc_assets.physics.ingest import (
     run_slices,
     summarize,
 )
+from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
 from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS, LLF_ROWS
 from resources.io_manager import (
     PartitionNotMaterialized,
@@ -59,7 +60,7 @@ from resources.spark import SparkResource
 from resources.storage import StorageResource
 
 # One partition per input file; keys are '<sample>/<safe file stem>' (see physics/partition_keys.py).
-delphes_files = DynamicPartitionsDefinition(name="delphes_files")
+delphes_files = DynamicPartitionsDefinition(name=PARTITIONS_DEF_NAME)
 
 
 class IngestionConfig(Config):

@@ -26,7 +26,7 @@ def test_in_process_backfill_reports_each_partition_and_the_sensor_records_only_
     bad = platform.add_file("wjets", name="garbage.root", maker=badfiles.not_root)
     lines: list[str] = []
 
-    progress = backfill.materialize_in_process(platform.instance, [*good, bad], lines.append)
+    progress = backfill.materialize_in_process(platform.instance, [*good, bad], lines.append, defs=platform.defs)
 
     assert progress.state[bad][0] == backfill.FAILED
     assert "garbage.root" in progress.state[bad][1] and "not a readable ROOT file" in progress.state[bad][1]
@@ -49,7 +49,7 @@ def test_in_process_backfill_reports_each_partition_and_the_sensor_records_only_
 
     # Fixed file, re-materialized: no longer outstanding, still in the history.
     (platform.root / "incoming" / "wjets" / "garbage.root").write_bytes(generated_files["wjets"].read_bytes())
-    again = backfill.materialize_in_process(platform.instance, [bad], lines.append)
+    again = backfill.materialize_in_process(platform.instance, [bad], lines.append, defs=platform.defs)
     assert again.state == {bad: (backfill.MATERIALIZED, "")}
     assert failures.outstanding(platform.instance, failures.read(ledger)) == []
     assert len(failures.read(ledger)) == 1
