@@ -133,6 +133,7 @@ def run_worker(spec: dict[str, Any], index: int) -> dict[str, Any]:
     import tensorflow as tf
 
     from lhc_assets.ml import models, readers
+    from lhc_assets.ml.training import last_steps
 
     dataset, inputs, batch_size, seed = spec["dataset"], spec["inputs"], int(spec["batch_size"]), spec.get("seed")
     output_dir = Path(spec["output_dir"])
@@ -180,6 +181,9 @@ def run_worker(spec: dict[str, Any], index: int) -> dict[str, Any]:
                 seed=None if seed is None else int(seed) + index, cur_shard=index, shard_count=n,
                 drop_remainder=True,  # full batches only: every step sees batch_size rows on every worker
             ))
+            steps = models.sequence_steps(model)
+            if steps is not None:  # the model reads only the last rows of each particle list
+                stream = last_steps(stream, steps)
             local_spec.append(stream.element_spec)
             return stream.with_options(options)
 

@@ -51,8 +51,11 @@ def predict_arrays(
     """Class probabilities (N, 3) float32 for whichever inputs the model takes (HLF, particles or both).
 
     Particle lists are predicted in order of length, each chunk cut to its longest real sequence, so the
-    GRU runs over real rows only; results come back in the input order.
+    GRU runs over real rows only; results come back in the input order. A model that reads a fixed number of
+    rows (``models.sequence_steps``) gets exactly its last rows.
     """
+    from lhc_assets.ml.models import sequence_steps
+
     forward = _forward(model)
     names = [t.name for t in model.inputs]
     n = len(hlf_input if hlf_input is not None else gru_input)
@@ -63,7 +66,10 @@ def predict_arrays(
             out[start:start + chunk] = forward(hlf_input[start:start + chunk]).numpy()
         return out
     gru = gru_input.reshape(-1, *GRU_SHAPE)
-    lengths = real_lengths(gru)
+    fixed = sequence_steps(model)
+    if fixed is not None:
+        gru = gru[:, -fixed:, :]
+    lengths = real_lengths(gru) if fixed is None else np.full(n, fixed)
     order = np.argsort(lengths, kind="stable")
     chunk = chunk or SEQUENCE_CHUNK
     for start in range(0, n, chunk):

@@ -60,9 +60,21 @@ def _gru_branch(gru_input: keras.KerasTensor, gru_units: int, seeds: _Seeds) -> 
     return keras.layers.Dropout(DROPOUT, seed=seeds.next(), name="gru_dropout")(state)
 
 
-def _sequence_input() -> keras.KerasTensor:
-    # Variable time dimension: a batch may be trimmed to its longest real sequence.
-    return keras.Input(shape=(None, GRU_SHAPE[1]), name=GRU_INPUT)
+def _sequence_input(sequence_steps: int | None) -> keras.KerasTensor:
+    # None: variable time dimension, so a batch may be trimmed to its longest real sequence. A number: the
+    # model reads that many rows, the particles nearest the lepton (the last rows), and says so in its
+    # saved config, so every caller feeds it the same view (``sequence_steps(model)``).
+    if sequence_steps is not None and not 1 <= sequence_steps <= GRU_SHAPE[0]:
+        raise ValueError(f"sequence_steps must be between 1 and {GRU_SHAPE[0]}, got {sequence_steps}")
+    return keras.Input(shape=(sequence_steps, GRU_SHAPE[1]), name=GRU_INPUT)
+
+
+def sequence_steps(model: keras.Model) -> int | None:
+    """Rows of the particle list the model reads (the last ones), or None for any length (or no list)."""
+    for tensor in model.inputs:
+        if tensor.name == GRU_INPUT:
+            return tensor.shape[1]
+    return None
 
 
 def hlf_classifier(
@@ -79,14 +91,19 @@ def hlf_classifier(
 
 
 def particle_sequence_classifier(
-    gru_units: int = 50, learning_rate: float = 1e-3, jit_compile: bool = False, seed: int | None = None
+    gru_units: int = 50,
+    learning_rate: float = 1e-3,
+    jit_compile: bool = False,
+    seed: int | None = None,
+    sequence_steps: int | None = None,
 ) -> keras.Model:
     """Masking -> GRU(tanh) -> Dropout 0.2 -> Dense 3 softmax on the (time, 19) particle list.
 
-    XLA is off by default: it would recompile for every distinct sequence length of trimmed batches.
+    ``sequence_steps``: read only the last rows (nearest the lepton); None reads any length. XLA is off by
+    default: it would recompile for every distinct sequence length of trimmed batches.
     """
     seeds = _Seeds(seed)
-    particles = _sequence_input()
+    particles = _sequence_input(sequence_steps)
     x = _gru_branch(particles, gru_units, seeds)
     output = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=seeds.glorot(), name="output")(x)
     return _compile(keras.Model(particles, output, name="particle_sequence_classifier"), learning_rate, jit_compile)
@@ -98,6 +115,7 @@ def inclusive_classifier(
     learning_rate: float = 1e-3,
     jit_compile: bool = False,
     seed: int | None = None,
+    sequence_steps: int | None = None,
 ) -> keras.Model:
     """GRU branch concatenated with Dropout(HLF) -> Dense 25 ReLU -> 3 softmax; 12,353 parameters.
 
@@ -105,7 +123,7 @@ def inclusive_classifier(
     """
     seeds = _Seeds(seed)
     hlf = keras.Input(shape=HLF_SHAPE, name=HLF_INPUT)
-    particles = _sequence_input()
+    particles = _sequence_input(sequence_steps)
     gru = _gru_branch(particles, gru_units, seeds)
     hlf_dropped = keras.layers.Dropout(DROPOUT, seed=seeds.next(), name="hlf_dropout")(hlf)
     x = keras.layers.Concatenate(name="concat")([gru, hlf_dropped])

@@ -281,19 +281,23 @@ def arrow_dataset(
     yield _finish(rows.map(_model_inputs(inputs, columns)), batch_size, drop_remainder)
 
 
-def load_arrays(path: PathLike, inputs: str) -> tuple[ModelInputs, np.ndarray]:
+def load_arrays(path: PathLike, inputs: str, max_rows: int | None = None) -> tuple[ModelInputs, np.ndarray]:
     """A whole (small) dataset in memory, in stored order: ``(model inputs, labels)`` as float32 numpy.
 
     Same structure as the tf.data readers: an array for "hlf" (N, 14) and "gru" (N, 801, 19), a dict
-    keyed by column name for "inclusive".
+    keyed by column name for "inclusive". ``max_rows``: only the first rows (whole row groups are read).
     """
     columns = columns_for(inputs)
-    groups = _row_groups(path, columns)
-    parts = [_read_row_group(group, columns) for group in groups]
+    parts, rows = [], 0
+    for group in _row_groups(path, columns):
+        if max_rows is not None and rows >= max_rows:
+            break
+        parts.append(_read_row_group(group, columns))
+        rows += group.num_rows
     arrays = {}
     for k, name in enumerate(columns):
         pieces = [part[k] for part in parts]
-        arrays[name] = np.concatenate(pieces) if pieces else np.empty((0, _WIDTHS[name]), np.float32)
+        arrays[name] = (np.concatenate(pieces) if pieces else np.empty((0, _WIDTHS[name]), np.float32))[:max_rows]
     if GRU_INPUT in arrays:
         arrays[GRU_INPUT] = arrays[GRU_INPUT].reshape(-1, *GRU_SHAPE)
     labels = arrays.pop(LABEL)
