@@ -127,7 +127,8 @@ INGESTION_SPECS = [
         description=(
             f"Particle list of the selected events: the real rows of the {LLF_ROWS} x 19 list (lepton, up to 450 "
             "tracks, 150 photons, 200 neutral hadrons; columns E, px, py, pz, pT, eta, phi, vtxX/Y/Z, isolations, "
-            "type flags, charge) stored row-major in 'llf' with 'n_particles' rows; padding rows are zero."
+            "type flags, charge) stored row-major as float32 bytes in 'llf' with 'n_particles' rows "
+            "(lhc_assets.spark.views.llf_as_array gives an array<float> view); padding rows are zero."
         ),
         **_SPEC_COMMON,
     ).with_io_manager_key("warehouse_io_manager"),

@@ -30,7 +30,6 @@ from lhc_assets.ml.preparation import (
     GRU_WIDTH,
     N_CLASSES,
     N_HLF,
-    N_LLF,
     FeatureScalers,
     Moments,
     gru_input,
@@ -39,6 +38,7 @@ from lhc_assets.ml.preparation import (
     shard_of,
     standardise_gru,
 )
+from lhc_assets.physics.llf_format import llf_rows
 from lhc_assets.physics.schema import HLF_COLUMNS
 
 SPLITS = ("train", "test")
@@ -97,14 +97,15 @@ def _matched_llf(key: str, llf_dir: str, entries: np.ndarray, chunk_events: int)
                 continue
             take = np.flatnonzero(hit)
             n_particles = batch.column(1).to_numpy()[take].astype(np.int64)
-            values = batch.column(2).take(pa.array(take)).flatten().to_numpy()
-            offsets = np.zeros(len(take) + 1, np.int64)
-            np.cumsum(n_particles, out=offsets[1:])
-            if values.size != offsets[-1] * N_LLF:
+            try:
+                offsets, rows = llf_rows(batch.column(2).take(pa.array(take)))
+            except (TypeError, ValueError) as exc:
+                raise DatasetInputError(f"llf_features partition {key!r} ({path}): {exc}") from None
+            if not np.array_equal(np.diff(offsets), n_particles):
                 raise DatasetInputError(
                     f"llf_features partition {key!r} ({path}): stored particle values do not match n_particles")
             found += len(take)
-            yield order[pos[take]], offsets, values.reshape(-1, N_LLF)
+            yield order[pos[take]], offsets, rows
     if found != len(entries):
         raise DatasetInputError(
             f"llf_features partition {key!r}: {len(entries) - found} of the {len(entries)} selected events are "

@@ -8,9 +8,7 @@ real length (about 540 steps on the generated data) instead of 801. Bounds are m
 ``bucket_width``, which keeps the number of distinct batch shapes (and of XLA compilations) small.
 
 Faster still, a model built with ``sequence_steps`` reads only the last rows of each list, the particles
-nearest the lepton. A trained GRU forgets: on the generated data its output over the last 96 rows equals its
-output over all 801 to float32 precision, so the default of 128 steps loses nothing there, and
-``sequence_cap_loss`` measures the difference on the test set for any data (the models check it).
+nearest the lepton (a different input, so a choice with measured AUCs: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lhc_assets.ml import models
-from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, HLF_INPUT
+from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE
 
 FULL_LENGTH = GRU_SHAPE[0]
 DEFAULT_BUCKET_WIDTH = 100
@@ -125,31 +122,6 @@ def training_batches(
     else:
         batches = bucket_by_length(dataset, batch_size, bucket_width)
     return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def sequence_cap_loss(model: keras.Model, x: Any, max_events: int = 2000) -> float | None:
-    """Largest change of any class probability if ``model`` read all 801 rows instead of its last ones.
-
-    Rebuilds the same architecture (from its config) with a free time dimension, copies the weights and
-    compares the two on up to ``max_events`` events of ``x`` (arrays as ``readers.load_arrays`` returns them).
-    None for models that already read whole lists.
-    """
-    from lhc_assets.ml.inference import predict_arrays
-
-    steps = models.sequence_steps(model)
-    if steps is None:
-        return None
-    hlf = x.get(HLF_INPUT) if isinstance(x, dict) else None
-    gru = x[GRU_INPUT] if isinstance(x, dict) else x
-    hlf, gru = (None if hlf is None else hlf[:max_events]), gru[:max_events]
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer" and layer["config"]["name"] == GRU_INPUT:
-            layer["config"]["batch_shape"] = [None, None, GRU_SHAPE[1]]
-    full = keras.Model.from_config(config)
-    full.set_weights(model.get_weights())
-    capped = predict_arrays(model, hlf, gru)
-    return float(np.max(np.abs(predict_arrays(full, hlf, gru) - capped))) if len(capped) else 0.0
 
 
 class _EpochTimer(keras.callbacks.Callback):

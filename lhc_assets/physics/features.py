@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from lhc_assets.physics import schema as S
 from lhc_assets.physics.delphes_reader import IDENTITY_FIELDS
+from lhc_assets.physics.llf_format import LLF_FIELD, encode_llf, llf_matrix, llf_rows  # noqa: F401 (re-exported)
 
 _TWO_PI = 2.0 * np.pi
 # Cells a bit wider than the cone so float rounding at a cell edge can never hide a neighbour.
@@ -423,11 +424,7 @@ IDENTITY_COLUMNS = tuple(f.name for f in IDENTITY_FIELDS)
 LLF_INPUT_FIELDS = dict(S.REQUIRED_FIELDS)
 HLF_INPUT_FIELDS = {**LLF_INPUT_FIELDS, "EFlowTrack": ("PT", "Eta", "Phi")}
 HLF_SCHEMA = pa.schema([*IDENTITY_FIELDS, *(pa.field(name, pa.float32(), nullable=False) for name in S.HLF_COLUMNS)])
-LLF_SCHEMA = pa.schema(
-    [*IDENTITY_FIELDS,
-     pa.field("n_particles", pa.int32(), nullable=False),
-     pa.field("llf", pa.list_(pa.field("element", pa.float32(), nullable=False)), nullable=False)]
-)
+LLF_SCHEMA = pa.schema([*IDENTITY_FIELDS, pa.field("n_particles", pa.int32(), nullable=False), LLF_FIELD])
 
 
 def _identity(batch: pa.RecordBatch, sel: np.ndarray) -> list[pa.Array]:
@@ -463,14 +460,7 @@ def llf_batch(batch: pa.RecordBatch, selection: Selection) -> pa.RecordBatch:
         p.offsets, p.fields["ET"], p.fields["Eta"], p.fields["Phi"],
         n.offsets, n.fields["ET"], n.fields["Eta"], n.fields["Phi"],
     )
-    offsets = np.zeros(len(sel) + 1, np.int64)
-    np.cumsum(counts * N_LLF, out=offsets[1:])
-    llf_type = LLF_SCHEMA.field("llf").type
-    if offsets[-1] < 2**31:  # the usual case: build the 32-bit-offset list directly, no copy of the values
-        llf = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(rows.reshape(-1)), type=llf_type)
-    else:
-        llf = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(rows.reshape(-1))).cast(llf_type)
-    arrays = [*_identity(batch, sel), pa.array(counts.astype(np.int32)), llf]
+    arrays = [*_identity(batch, sel), pa.array(counts.astype(np.int32)), encode_llf(counts, rows)]
     return pa.RecordBatch.from_arrays(arrays, schema=LLF_SCHEMA)
 
 
@@ -484,10 +474,3 @@ def llf_table(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray]:
     """Particle lists of the selected events of a raw batch, and the per-event reason codes."""
     selection = select(batch)
     return llf_batch(batch, selection), selection.reason
-
-
-def llf_matrix(n_particles: int, flat: np.ndarray) -> np.ndarray:
-    """The full 801 x 19 particle list of one event from its stored real rows (padding rows zero)."""
-    out = np.zeros((S.LLF_ROWS, N_LLF), np.float32)
-    out[:n_particles] = np.asarray(flat, np.float32).reshape(n_particles, N_LLF)
-    return out

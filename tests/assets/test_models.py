@@ -19,8 +19,9 @@ TINY = {"ops": {
                                              "sample_fraction": 1.0, "folds": 2, "parallelism": 2}},
     "hlf_classifier": {"config": {"epochs": 2, "batch_size": 32}},
     "particle_sequence_classifier": {"config": {"epochs": 1, "batch_size": 32}},
-    # The particle-sequence model reads its default last 128 rows; the inclusive one whole, bucketed lists.
-    "inclusive_classifier": {"config": {"epochs": 1, "batch_size": 32, "sequence_steps": 801, "bucket_width": 100}},
+    # The particle-sequence model reads whole lists bucketed by length (the default), the inclusive one the 128
+    # particles nearest the lepton.
+    "inclusive_classifier": {"config": {"epochs": 1, "batch_size": 32, "sequence_steps": 128}},
     "random_forest_baseline": {"config": {"num_trees": 5, "max_depth": 3}},
 }}
 
@@ -101,20 +102,12 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
     assert sorted((r["model"], r["signal_efficiency_target"]) for r in trigger) == sorted(
         (m, e) for m in KERAS_MODELS for e in (0.99, 0.95, 0.90))
     assert all(r["signal_efficiency"] >= r["signal_efficiency_target"] - 0.05 for r in trigger)
-    checks = {(e.event_specific_data.asset_key.path[-1], e.event_specific_data.check_name):
-              e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert set(checks) == {("model_evaluation", "models_beat_chance"),
-                           ("model_evaluation", "inclusive_not_worse_than_hlf"),
-                           ("particle_sequence_classifier", "sequence_cap_lossless"),
-                           ("inclusive_classifier", "sequence_cap_lossless")}
-    # The capped model was compared with its own weights over all 801 rows on the test events.
-    cap = checks[("particle_sequence_classifier", "sequence_cap_lossless")]
-    assert cap.passed and cap.metadata["sequence_steps"].value == 128, cap.metadata
-    assert 0 <= cap.metadata["max_probability_change_vs_801"].value <= 1e-3
-    assert cap.metadata["test_events"].value == len(test)
-    assert checks[("inclusive_classifier", "sequence_cap_lossless")].metadata["sequence_steps"].value == 801
-    assert _metadata(platform, "particle_sequence_classifier")["sequence_steps"] == 128
-    assert _metadata(platform, "inclusive_classifier")["sequence_steps"] == 801
+    checks = {e.event_specific_data.check_name for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf"}
+    # The model says how many rows it reads; scoring above fed it exactly those.
+    assert _metadata(platform, "particle_sequence_classifier")["sequence_steps"] == 801
+    assert _metadata(platform, "inclusive_classifier")["sequence_steps"] == 128
 
     # Same seed, same data: the retrained HLF classifier gives the same predictions (CPU, small tolerance).
     before = keras.saving.load_model(models_root / "hlf_classifier" / _current_name(models_root, "hlf_classifier")

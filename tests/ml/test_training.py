@@ -133,31 +133,3 @@ def test_a_capped_model_reads_the_last_rows_everywhere(tmp_path):
     np.testing.assert_allclose(predict_arrays(loaded, x["hlf_input"], x["gru_input"]), got, atol=1e-6)
     with pytest.raises(ValueError, match="between 1 and 801"):
         inclusive_classifier(sequence_steps=802)
-
-
-def _remembering_gru(model) -> None:
-    """Weights under which the GRU keeps what a row with feature 0 = 1 wrote, for hundreds of steps."""
-    gru = model.get_layer("gru")
-    kernel, recurrent, bias = (np.zeros_like(w) for w in gru.get_weights())
-    units = recurrent.shape[0]
-    kernel[0, :units] = -20.0  # update gate z = sigmoid(10 - 20 x0): writes on x0 = 1, keeps otherwise
-    bias[:, :units] = 5.0  # input and recurrent biases add up to 10
-    kernel[2, 2 * units:] = 1.0  # candidate state tanh(x2)
-    gru.set_weights([kernel, recurrent, bias])
-
-
-def test_sequence_cap_loss_is_zero_for_a_forgetting_gru_and_large_for_one_that_remembers():
-    from lhc_assets.ml.models import particle_sequence_classifier
-    from lhc_assets.ml.training import sequence_cap_loss
-
-    rng = np.random.default_rng(0)
-    gru = np.zeros((30, STEPS, WIDTH), np.float32)
-    gru[:, -400:, 1] = 1.0  # "keep" rows: real (not masked) but write nothing
-    gru[:, -400, 0] = 1.0  # one "write" row 400 steps before the lepton, beyond a 64-step cap
-    gru[:, -400, 2] = rng.uniform(-2, 2, size=30)
-    model = particle_sequence_classifier(seed=1, sequence_steps=64)
-    assert sequence_cap_loss(particle_sequence_classifier(seed=1), gru) is None  # reads whole lists
-    _remembering_gru(model)
-    assert sequence_cap_loss(model, gru) > 1e-2  # the capped model never sees the write
-    gru[:, -400, [0, 2]] = 0.0  # nothing written: the state stays zero either way
-    assert sequence_cap_loss(model, gru) < 1e-6

@@ -32,7 +32,7 @@ def _hlf_rows(table) -> np.ndarray:
 def _llf_matrices(table) -> list[np.ndarray]:
     n = table.column("n_particles").to_numpy()
     flat = table.column("llf")
-    return [K.llf_matrix(int(n[i]), flat[i].values.to_numpy()) for i in range(table.num_rows)]
+    return [K.llf_matrix(int(n[i]), flat[i].as_py()) for i in range(table.num_rows)]
 
 
 def _compare(events: list[dict]) -> tuple:
