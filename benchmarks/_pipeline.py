@@ -13,7 +13,7 @@ def prepare_training_data(root: Path, events_per_file: int, files: int, qcd_file
                           timed_runs: int = 1) -> dict:
     """Generate, ingest (untimed) and materialize ``training_data_job`` ``timed_runs`` times on ``local[2]``.
 
-    Returns the feature and train event counts, the last run's seconds and the dataset paths.
+    Returns the feature and train event counts, the last run's seconds (and per step) and the dataset paths.
     """
     import pyarrow.parquet as pq
     from dagster import DagsterInstance
@@ -44,8 +44,10 @@ def prepare_training_data(root: Path, events_per_file: int, files: int, qcd_file
             result = defs.resolve_job_def("training_data_job").execute_in_process(instance=instance, run_config=QUIET)
             seconds.append(time.perf_counter() - t0)
             assert result.success
+        steps = {s.step_key: round(s.end_time - s.start_time, 2)
+                 for s in instance.get_run_step_stats(result.run_id) if s.end_time and s.start_time}
     paths = {name: str(materialized_path(storage, name))
              for name in ("train_set", "test_set", "hlf_train_set", "hlf_test_set")}
     train_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(paths["train_set"]).glob("*.parquet"))
     return {"feature_events": feature_events, "train_events": train_events, "seconds": seconds[-1],
-            "first_run_seconds": seconds[0], **paths}
+            "first_run_seconds": seconds[0], "step_seconds": steps, **paths}
