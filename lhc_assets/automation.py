@@ -64,7 +64,9 @@ def after_inputs_rebuilt() -> AutomationCondition:
 def with_retrain_conditions(assets: Sequence[AssetsDefinition]) -> Sequence[AssetsDefinition]:
     """The assets with their automation conditions: the nightly root for assets of the automated groups whose
     dependencies all lie outside them, the follower condition for the rest."""
-    automated = {spec.key for a in assets for spec in a.specs if spec.group_name in AUTOMATED_GROUPS}
+    # Per-file scoring is on demand: retraining must not rescore every input file.
+    automated = {spec.key for a in assets for spec in a.specs
+                 if spec.group_name in AUTOMATED_GROUPS and spec.partitions_def is None}
     cron = retrain_cron()
 
     def condition(spec: AssetSpec) -> AssetSpec:

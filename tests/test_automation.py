@@ -32,7 +32,8 @@ def test_policy_is_off_by_default_and_covers_exactly_the_downstream_groups(defs)
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         automated = node.automation_condition is not None
-        assert automated == (node.group_name in AUTOMATED_GROUPS), key
+        # Per-file scoring (partitioned) is on demand, never part of the retraining chain.
+        assert automated == (node.group_name in AUTOMATED_GROUPS and node.partitions_def is None), key
         if automated:
             label = node.automation_condition.get_label()
             root = key.to_user_string() == "undersampled_dataset"
@@ -71,7 +72,8 @@ class Clock:
 def test_new_data_is_retrained_once_after_the_next_tick_and_quiet_days_cost_nothing(defs):
     graph = defs.resolve_asset_graph()
     downstream = {k.to_user_string() for k in graph.get_all_asset_keys()
-                  if graph.get(k).group_name in AUTOMATED_GROUPS}
+                  if graph.get(k).group_name in AUTOMATED_GROUPS and graph.get(k).partitions_def is None}
+    assert "file_event_scores" not in downstream
     day = [dt.datetime(2026, 11, 20, tzinfo=dt.UTC) + dt.timedelta(days=i) for i in range(4)]
     with instance_for_test() as instance:
         clock = Clock(defs, instance)

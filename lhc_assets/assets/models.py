@@ -25,16 +25,28 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     Output,
+    ResourceParam,
     asset,
     asset_check,
     define_asset_job,
 )
 from pydantic import Field
 
+from lhc_assets.assets.ingestion import delphes_files
 from lhc_assets.ml.hyperparameters import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_HIDDEN
 from lhc_assets.physics.schema import LABEL_NAMES
-from resources.io_manager import SparkTable, current_version, materialized_path, new_version, publish_version
-from resources.model_io_manager import TrainedModel, model_path, new_model_staging
+from resources.io_manager import (
+    PartitionNotMaterialized,
+    SparkParquetIOManager,
+    SparkTable,
+    StagedParquet,
+    current_version,
+    materialized_path,
+    new_version,
+    publish_version,
+    staged_partition_dir,
+)
+from resources.model_io_manager import ModelNotTrained, TrainedModel, model_path, new_model_staging
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 
@@ -373,6 +385,55 @@ def event_scores(
     return SparkTable(scored, after_write=summary)
 
 
+@asset(
+    partitions_def=delphes_files,
+    group_name="evaluation",
+    kinds={"spark", "tensorflow", "parquet"},
+    owners=_OWNERS,
+    tags={"stage": "evaluation"},
+    deps=["hlf_features", "llf_features", *KERAS_MODELS],
+    io_manager_key="warehouse_io_manager",
+    description=("Class probabilities of every Keras classifier for each selected event of an input file (any "
+                 "partition of hlf_features/llf_features, not only the test split), the inputs scaled with "
+                 "feature_scalers; one Spark task per file, each Python worker loading each model once."),
+)
+def file_event_scores(
+    context: AssetExecutionContext, spark: SparkResource, storage: StorageResource,
+    warehouse_io_manager: ResourceParam[SparkParquetIOManager], feature_scalers: dict,
+) -> StagedParquet:
+    from lhc_assets.ml.scoring import FileScoreTask, score_file, scores_schema
+    from lhc_assets.spark.tasks import run_tasks
+
+    io = warehouse_io_manager
+    try:
+        models = tuple((name, str(model_path(storage, name))) for name in KERAS_MODELS)
+    except ModelNotTrained as exc:
+        raise Failure(description=str(exc)) from None
+    keys = sorted(context.partition_keys)
+    staging = io.new_staging_dir("file_event_scores")
+    tasks, missing = [], []
+    for key in keys:
+        try:
+            hlf, llf = io.partition_files("hlf_features", key), io.partition_files("llf_features", key)
+        except PartitionNotMaterialized as exc:
+            missing.append(f"{key}: {exc}")
+            continue
+        tasks.append(FileScoreTask(key, tuple(map(str, hlf)), tuple(map(str, llf)), models, feature_scalers,
+                                   str(staged_partition_dir(staging, key) / "part-00000.parquet")))
+    if missing:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise Failure(description="feature tables missing; materialize the ingestion first:\n" + "\n".join(missing))
+    try:
+        results = run_tasks(spark.get_session(), score_file, tasks, description=f"scores of {len(keys)} file(s)")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    rows = {r["partition_key"]: r["rows"] for r in results}
+    context.log.info(f"scored {sum(rows.values())} events of {len(rows)} file(s) with {', '.join(KERAS_MODELS)}")
+    return StagedParquet(staging, scores_schema(list(KERAS_MODELS)),
+                         metadata={"events_scored": sum(rows.values()), "models": MetadataValue.json(dict(models))})
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -494,13 +555,19 @@ def inclusive_not_worse_than_hlf(storage: StorageResource) -> AssetCheckResult:
     })
 
 
-model_assets = [hlf_hyperparameter_search, hlf_classifier, particle_sequence_classifier, inclusive_classifier,
-                random_forest_baseline, event_scores, model_evaluation]
+_whole_sample_assets = [hlf_hyperparameter_search, hlf_classifier, particle_sequence_classifier,
+                        inclusive_classifier, random_forest_baseline, event_scores, model_evaluation]
+model_assets = [*_whole_sample_assets, file_event_scores]
 model_checks = [models_beat_chance, inclusive_not_worse_than_hlf]
 
 models_job = define_asset_job(
     "models_job",
-    selection=AssetSelection.assets(*model_assets),
+    selection=AssetSelection.assets(*_whole_sample_assets),
     description="Stages 3-4: hyperparameter search, the Keras classifiers, the random forest, scores, evaluation.",
 )
-model_jobs = [models_job]
+# Per input file, so a job of its own (partitioned by file like the ingestion).
+file_scores_job = define_asset_job(
+    "file_scores_job", selection=AssetSelection.assets(file_event_scores), partitions_def=delphes_files,
+    description="Scores of the trained Keras classifiers for every selected event of the chosen input files.",
+)
+model_jobs = [models_job, file_scores_job]

@@ -120,6 +120,22 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
                                atol=1e-4)
 
 
+    # Any feature partition can be scored, not only the test split: one file's events get the same
+    # probabilities as the same events in event_scores (the inputs are built the same way).
+    key = keys[0]
+    scored = platform.defs.resolve_job_def("file_scores_job").execute_in_process(
+        instance=platform.instance, partition_key=key, raise_on_error=False)
+    assert scored.success, failure_messages(scored)
+    per_file = pq.read_table(materialized_path(storage, "file_event_scores", key)).to_pandas()
+    selected = pq.read_table(materialized_path(storage, "hlf_features", key), columns=["entry"]).num_rows
+    assert len(per_file) == selected > 0 and _metadata(platform, "file_event_scores")["events_scored"] == selected
+    common = per_file.set_index(["sample", "file", "entry"]).join(scores, how="inner", rsuffix="_test")
+    assert len(common) > 0  # the file's events that are also in the test split
+    for name in KERAS_MODELS:
+        np.testing.assert_allclose(np.stack(common[name].to_numpy()), np.stack(common[f"{name}_test"].to_numpy()),
+                                   atol=1e-5)
+    np.testing.assert_array_equal(common["label"], common["label_test"])
+
     # The same asset trained data-parallel by two worker processes (MultiWorkerMirroredStrategy), by config only.
     job = platform.defs.resolve_job_def("models_job")
     distributed = job.execute_in_process(
