@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = materialize_training_data()
     if ok:
         ok = materialize_models(QUICK_MODELS_RUN_CONFIG if args.quick else MODELS_RUN_CONFIG)
+    if ok:
+        ok = materialize_file_scores()
 
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
     print_summary(storage)
@@ -151,6 +153,28 @@ def materialize_models(run_config: dict) -> bool:
     print("models: hyperparameter search, three Keras classifiers, random forest, Spark scoring, evaluation")
     result = defs.resolve_job_def("models_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config={**QUIET, **run_config})
+    _report_failures(result)
+    return result.success
+
+
+def materialize_file_scores() -> bool:
+    """Score every input file's events with the current models (one run over all partitions) if not done yet."""
+    from dagster import DagsterInstance
+
+    from lhc_assets.definitions import defs
+    from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
+
+    instance = DagsterInstance.get()
+    keys = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
+    if not keys:
+        return True
+    if _latest_timestamp(instance, "file_event_scores") > _latest_timestamp(instance, "model_evaluation"):
+        print("file scores: up to date with the models")
+        return True
+    print(f"file scores: the Keras classifiers over every selected event of the {len(keys)} input files")
+    result = defs.resolve_job_def("file_scores_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
     _report_failures(result)
     return result.success
 

@@ -32,6 +32,10 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
     assert len(table) == 4 and all(len(v.split()) == 4 for v in table.values()), out
     assert all(0.0 <= float(x) <= 1.0 for v in table.values() for x in v.split())
     assert list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
+    # Every input file's selected events are scored too (the whole graph).
+    assert "file scores: the Keras classifiers over every selected event of the 5 input files" in out
+    scored = list((tmp_path / "data" / "warehouse" / "file_event_scores").glob("*/*/v-*/*.parquet"))
+    assert len({p.parent.parent for p in scored}) == 5, scored
 
     again = quick_run.run()
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
@@ -39,3 +43,4 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
     assert "training data: up to date with the feature tables" in again.stdout
     assert f"training data: {train} train / {test} test events" in again.stdout
     assert "models: up to date with the training data" in again.stdout
+    assert "file scores: up to date with the models" in again.stdout
