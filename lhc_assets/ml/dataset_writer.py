@@ -161,30 +161,40 @@ def run_map(task: ShuffleMapTask) -> MapResult:
                 is_train = split[idx] == "train"
                 train_events += int(np.count_nonzero(is_train))
                 moments = moments.merge(Moments.of(rows[np.repeat(is_train, np.diff(offsets))]))
-                chunk = pa.table({
-                    SHUFFLE_KEY: pa.array(shuffle_keys[idx]),
-                    "sample": part["sample"].take(pa.array(idx)),
-                    "file": part["file"].take(pa.array(idx)),
-                    "entry": part["entry"].take(pa.array(idx)),
-                    "label": float_lists(one_hot(labels[idx])),
-                    "hlf_input": float_lists(scale_hlf(hlf_raw[idx], task.hlf_min, task.hlf_max)),
-                    "gru_input": float_lists(gru_input(offsets, rows)),
-                }).cast(_PIECE_SCHEMA)
+                # Events grouped by (split, shard), so that each piece is a zero-copy slice of one table whose
+                # GRU inputs are built once, in that order.
+                group = np.full(len(idx), -1, np.int64)
+                targets = []
                 for name, n_shards in shards.items():
-                    in_split = np.flatnonzero(split[idx] == name)
-                    if not len(in_split):
+                    in_split = split[idx] == name
+                    if in_split.any():
+                        group[in_split] = len(targets) + shard_of(shuffle_keys[idx][in_split], n_shards)
+                    targets += [(name, s) for s in range(n_shards)]
+                order = np.flatnonzero(group >= 0)
+                order = order[np.argsort(group[order], kind="stable")]
+                rows_idx = idx[order]
+                take = pa.array(rows_idx)
+                chunk = pa.table({
+                    SHUFFLE_KEY: pa.array(shuffle_keys[rows_idx]),
+                    "sample": part["sample"].take(take),
+                    "file": part["file"].take(take),
+                    "entry": part["entry"].take(take),
+                    "label": float_lists(one_hot(labels[rows_idx])),
+                    "hlf_input": float_lists(scale_hlf(hlf_raw[rows_idx], task.hlf_min, task.hlf_max)),
+                    "gru_input": float_lists(gru_input(offsets, rows, events=order)),
+                }).cast(_PIECE_SCHEMA)
+                bounds = np.searchsorted(group[order], np.arange(len(targets) + 1))
+                for g, (name, s) in enumerate(targets):
+                    if bounds[g + 1] == bounds[g]:
                         continue
-                    shard = shard_of(shuffle_keys[idx][in_split], n_shards)
-                    for s in np.unique(shard):
-                        out = writers.get((name, int(s)))
-                        if out is None:
-                            target = piece_dir(task.out_dir, name, int(s))
-                            target.mkdir(parents=True, exist_ok=True)
-                            sink = pa.OSFile(str(target / f"map-{task.task_id:05d}.arrow"), "wb")
-                            out = writers[(name, int(s))] = (sink, pa.ipc.new_file(sink, _PIECE_SCHEMA))
-                        rows_s = in_split[shard == s]
-                        out[1].write_table(chunk.take(pa.array(rows_s)))
-                        written[name] += len(rows_s)
+                    out = writers.get((name, s))
+                    if out is None:
+                        target = piece_dir(task.out_dir, name, s)
+                        target.mkdir(parents=True, exist_ok=True)
+                        sink = pa.OSFile(str(target / f"map-{task.task_id:05d}.arrow"), "wb")
+                        out = writers[(name, s)] = (sink, pa.ipc.new_file(sink, _PIECE_SCHEMA))
+                    out[1].write_table(chunk.slice(bounds[g], bounds[g + 1] - bounds[g]))
+                    written[name] += int(bounds[g + 1] - bounds[g])
     finally:
         for sink, writer in writers.values():
             writer.close()

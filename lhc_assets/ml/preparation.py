@@ -132,11 +132,11 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_gru(row_offsets, rows, mean, inv_std, out):
+def _fill_gru(starts, stops, rows, mean, inv_std, out):
     two_pi = 2.0 * np.pi
-    for e in range(row_offsets.shape[0] - 1):
-        lo = row_offsets[e]
-        k = row_offsets[e + 1] - lo
+    for e in range(starts.shape[0]):
+        lo = starts[e]
+        k = stops[e] - lo
         if k == 0:
             continue
         key = np.empty(k)
@@ -156,20 +156,25 @@ def _fill_gru(row_offsets, rows, mean, inv_std, out):
                 out[e, dst + c] = (rows[src, c] - mean[c]) * inv_std[c]
 
 
-def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None) -> np.ndarray:
+def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None,
+              events: np.ndarray | None = None) -> np.ndarray:
     """GRU inputs (n, 801*19) float32 of n events whose real LLF rows are ``rows[row_offsets[e]:row_offsets[e+1]]``.
 
     ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order). Without ``scalers``
-    the real rows keep their values (``standardise_gru`` scales them later).
+    the real rows keep their values (``standardise_gru`` scales them later). ``events``: build only these
+    events, in this order (row k of the result is event ``events[k]``), without reordering ``rows``.
     """
     row_offsets = np.asarray(row_offsets, np.int64)
     rows = np.ascontiguousarray(rows, np.float32).reshape(-1, N_LLF)
-    counts = np.diff(row_offsets)
+    starts, stops = row_offsets[:-1], row_offsets[1:]
+    if events is not None:
+        starts, stops = starts[events], stops[events]
+    counts = stops - starts
     if counts.size and (counts.min() < 1 or counts.max() > LLF_ROWS):
         raise ValueError(f"every event needs 1..{LLF_ROWS} particle rows, got {counts.min()}..{counts.max()}")
     out = np.zeros((len(counts), GRU_WIDTH), np.float32)
     mean = np.asarray(scalers.llf_mean, np.float64) if scalers else np.zeros(N_LLF)
-    _fill_gru(row_offsets, rows, mean, scalers.llf_inv_std() if scalers else np.ones(N_LLF), out)
+    _fill_gru(starts, stops, rows, mean, scalers.llf_inv_std() if scalers else np.ones(N_LLF), out)
     return out
 
 

@@ -102,6 +102,15 @@ def test_gru_input_puts_padding_first_and_real_rows_by_decreasing_dr_with_the_le
     assert not second[:-2].any()
 
 
+def test_gru_input_of_chosen_events_equals_the_same_rows_of_all_events():
+    rows = [_event([0.5, 2.0]), _event([0.3]), _event([1.0, 0.2, 0.7])]
+    offsets = np.array([0, 3, 5, 9])
+    every = gru_input(offsets, np.concatenate(rows))
+    for events in ([2, 0, 1], [1], [2, 2]):
+        np.testing.assert_array_equal(gru_input(offsets, np.concatenate(rows), events=np.array(events)),
+                                      every[events])
+
+
 def test_gru_input_rejects_events_without_rows_or_with_too_many():
     with pytest.raises(ValueError, match=r"1\.\.801 particle rows"):
         gru_input(np.array([0, 0]), np.zeros((0, N_LLF), np.float32), _scalers())
