@@ -6,13 +6,14 @@ the versions) in a fresh process with its own JVM, timed after a warm-up run (JV
 compilation and Python worker start excluded). The plain reference runs the same work units
 (``lhc_assets.physics.ingest.run_slice``, one per file) one after the other in one Python process.
 
-    python benchmarks/ingest_features.py [--quick]
+    python benchmarks/ingest_features.py [--quick] [--llf-compression snappy]
 
 Keys: events_per_s_per_core (Spark, 2 local cores, whole graph), events_per_s_per_core_1core,
 plain_events_per_s_per_core, spark_vs_plain_ratio, peak_rss_growth (max over driver and Python workers of
 peak(10x events)/peak - 1), features_only_events_per_s_per_core (hlf_features + llf_features recomputed from
-the stored raw_events), parquet_write_only_events_per_s_per_core (the pyarrow writer alone rewriting the
-same three tables from memory: a floor no pipeline that stores them can beat), plus the raw figures.
+the stored raw_events), parquet_write_only_events_per_s_per_core (the writers alone rewriting the same three
+tables from memory, polars for raw_events and pyarrow for the feature tables: a floor no pipeline that stores
+them can beat), plus the raw figures.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class RssSampler(threading.Thread):
             time.sleep(0.2)
 
 
-def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
+def spark_run(events_per_file: int, cores: int, batch: int, llf_compression: str | None = None) -> dict:
     """One measurement in this process (called in a subprocess): materialize the ingestion graph."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -83,7 +84,8 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
         os.environ["LHC_SPARK_MASTER"] = f"local[{cores}]"
         os.environ["LHC_SPARK_DRIVER_MEMORY"] = "1g"
         # Batches smaller than the small run's files, so both runs of the memory comparison stream full batches.
-        run_config = {"ops": {"delphes_ingestion": {"config": {"batch_size": batch}}}}
+        config = {"batch_size": batch} | ({"llf_compression": llf_compression} if llf_compression else {})
+        run_config = {"ops": {"delphes_ingestion": {"config": config}}}
         from dagster import DagsterInstance
 
         from lhc_assets.definitions import build_definitions
@@ -122,12 +124,12 @@ def spark_run(events_per_file: int, cores: int, batch: int) -> dict:
                 "worker_peak_rss_mb": sampler.worker_peak / 2**20}
 
 
-def plain_run(events_per_file: int) -> dict:
+def plain_run(events_per_file: int, llf_compression: str | None = None) -> dict:
     """The same work units in one plain Python process: ROOT -> raw/HLF/LLF Parquet, one file after another."""
     import pyarrow.parquet as pq
 
-    from lhc_assets.physics.delphes_reader import inspect_file
-    from lhc_assets.physics.ingest import HLF, LLF, RAW, SOURCE_ROOT, run_slice
+    from lhc_assets.physics.delphes_reader import RAW_SCHEMA, inspect_file
+    from lhc_assets.physics.ingest import HLF, LLF, LLF_COMPRESSION, RAW, SOURCE_ROOT, RawPartFiles, run_slice
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -141,26 +143,38 @@ def plain_run(events_per_file: int) -> dict:
                 result = run_slice({
                     "partition_key": f"{sample}/x", "sample": sample, "source": SOURCE_ROOT, "path": path,
                     "start": 0, "stop": inspect_file(path).num_entries, "part": "part-0",
+                    **({"llf_compression": llf_compression} if llf_compression else {}),
                     "outputs": {t: str(root / "out" / label / sample / t) for t in (RAW, HLF, LLF)},
                 })
                 assert result["error"] is None, result["error"]
             timings[label] = time.perf_counter() - t0
         n = events_per_file * len(SAMPLES)
         # The floor set by the Parquet writer alone: rewrite the tables just produced, from memory.
-        tables = [pq.read_table(f) for f in sorted((root / "out" / "data").rglob("*.parquet"))]
+        # (Each table with the codec the run used.)
+        codecs = {LLF: llf_compression or LLF_COMPRESSION}
+        tables = [(pq.read_table(f), codecs.get(f.parent.name, "snappy"))
+                  for f in sorted((root / "out" / "data").rglob("*.parquet"))]
         t0 = time.perf_counter()
-        for i, table in enumerate(tables):
-            pq.write_table(table, root / f"rewrite-{i}.parquet", row_group_size=2000,
+        for i, (table, codec) in enumerate(tables):
+            if table.schema.names == RAW_SCHEMA.names:  # raw_events: polars, as the ingestion writes it
+                writer = RawPartFiles(str(root / "rewrite"), f"rewrite-{i}", codec, 2000)
+                for batch in table.to_batches():
+                    writer.write(batch)
+                writer.commit()
+                continue
+            pq.write_table(table, root / f"rewrite-{i}.parquet", row_group_size=2000, compression=codec,
                            use_dictionary=["sample", "file", "partition_key"], write_statistics=["entry"])
         write_s = time.perf_counter() - t0
         return {"events": n, "cores": 1, "seconds": timings["data"], "events_per_s": n / timings["data"],
                 "parquet_write_only_events_per_s": n / write_s}
 
 
-def _subprocess(mode: str, events_per_file: int, cores: int, batch: int = 500) -> dict:
+def _subprocess(mode: str, events_per_file: int, cores: int, batch: int = 500, llf_compression: str | None = None
+                ) -> dict:
+    codec = ["--llf-compression", llf_compression] if llf_compression else []
     out = subprocess.run(
         [sys.executable, __file__, "--worker", mode, "--events-per-file", str(events_per_file), "--cores", str(cores),
-         "--batch", str(batch)],
+         "--batch", str(batch), *codec],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -173,18 +187,19 @@ def main() -> None:
     p.add_argument("--events-per-file", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--cores", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=500, help=argparse.SUPPRESS)
+    p.add_argument("--llf-compression", help="Parquet codec of llf_features in the Spark runs (default: the asset's)")
     args = p.parse_args()
     if args.worker:
-        result = spark_run(args.events_per_file, args.cores, args.batch) if args.worker == "spark" else plain_run(
-            args.events_per_file)
+        result = (spark_run(args.events_per_file, args.cores, args.batch, args.llf_compression)
+                  if args.worker == "spark" else plain_run(args.events_per_file, args.llf_compression))
         print(json.dumps(result))
         return
 
     small, batch = (600, 200) if args.quick else (2000, 500)
-    spark2 = _subprocess("spark", small, 2, batch)
-    spark2_10x = _subprocess("spark", small * 10, 2, batch)
-    spark1 = _subprocess("spark", small * 2, 1, batch)
-    plain = _subprocess("plain", small * 4, 1)
+    spark2 = _subprocess("spark", small, 2, batch, args.llf_compression)
+    spark2_10x = _subprocess("spark", small * 10, 2, batch, args.llf_compression)
+    spark1 = _subprocess("spark", small * 2, 1, batch, args.llf_compression)
+    plain = _subprocess("plain", small * 4, 1, llf_compression=args.llf_compression)
     per_core_2 = spark2_10x["events_per_s"] / 2
     growth_driver = spark2_10x["driver_peak_rss_mb"] / spark2["driver_peak_rss_mb"] - 1
     growth_worker = spark2_10x["worker_peak_rss_mb"] / spark2["worker_peak_rss_mb"] - 1

@@ -8,11 +8,13 @@ assets stay separate in the graph (hlf_features and llf_features depend on raw_e
 materialized on their own: the feature tables alone are recomputed from the stored raw_events Parquet.
 """
 
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -37,6 +39,7 @@ from lhc_assets.physics.features import SELECTED
 from lhc_assets.physics.ingest import (
     HLF,
     LLF,
+    LLF_COMPRESSION,
     RAW,
     SOURCE_PARQUET,
     SOURCE_ROOT,
@@ -66,7 +69,12 @@ delphes_files = DynamicPartitionsDefinition(name=PARTITIONS_DEF_NAME)
 class IngestionConfig(Config):
     entries_per_split: int = Field(default=5000, description="Entries per Spark task; a large file uses several cores.")
     batch_size: int = Field(default=2000, description="Events per Arrow record batch (and Parquet row group).")
-    compression: str = Field(default="snappy", description="Parquet codec of the written tables.")
+    compression: str = Field(default="snappy", description="Parquet codec of raw_events and hlf_features.")
+    llf_compression: str = Field(
+        default=LLF_COMPRESSION,
+        description="Parquet codec of llf_features. Its particle lists are float32 bytes that snappy shrinks only "
+                    "about 1.5x at a large cost in write and read time, so they are stored uncompressed by default; "
+                    "choose 'zstd' or 'snappy' to trade that time for about a third less disk.")
 
 
 def _resolve_inputs(keys: list[str], storage: StorageResource) -> tuple[list[dict], dict[str, str]]:
@@ -138,21 +146,32 @@ INGESTION_SPECS = [
 def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], config: IngestionConfig,
            parallelism: int) -> list[dict]:
     """The Spark tasks of a run, each a list of slices: balanced entry ranges of the input files, or
-    one stored raw_events file each when only the feature tables are recomputed."""
+    the stored raw_events files when only the feature tables are recomputed."""
 
     def slice_(f: dict, **kw) -> dict:
         key = f["partition_key"]
         return asdict(Slice(partition_key=key, sample=f["sample"], batch_size=config.batch_size,
-                            compression=config.compression,
+                            compression=config.compression, llf_compression=config.llf_compression,
                             outputs={t: str(staged_partition_dir(staging[t], key)) for t in tables}, **kw))
 
     if RAW in tables:
         plan = plan_entry_ranges([f["num_entries"] for f in files], config.entries_per_split, parallelism)
         return [{"slices": [slice_(files[i], source=SOURCE_ROOT, path=files[i]["path"], part=f"part-{start:010d}",
                                    start=start, stop=stop) for i, start, stop in task]} for task in plan]
-    tasks = []
-    for f in files:
-        tasks += [{"slices": [slice_(f, source=SOURCE_PARQUET, path=str(r), part=r.stem)]} for r in f["raw_files"]]
+    # Stored raw_events part files (about RAW_FILE_EVENTS events each) packed in order into tasks of up to
+    # entries_per_split events, so that small files do not each pay a task's overhead, but into at least
+    # as many tasks as there are cores when there are enough files.
+    stored = [(f, r, pq.read_metadata(r).num_rows) for f in files for r in f["raw_files"]]
+    cap = max(1, min(config.entries_per_split, math.ceil(sum(n for *_, n in stored) / max(1, parallelism))))
+    tasks, current, events = [], [], 0
+    for f, r, rows in stored:
+        if current and events + rows > cap:
+            tasks.append({"slices": current})
+            current, events = [], 0
+        current.append(slice_(f, source=SOURCE_PARQUET, path=str(r), part=r.stem))
+        events += rows
+    if current:
+        tasks.append({"slices": current})
     return tasks
 
 

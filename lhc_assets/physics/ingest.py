@@ -38,6 +38,15 @@ SOURCE_ROOT, SOURCE_PARQUET = "root", "parquet"
 # them. Both are per-value work on the float arrays that nobody would use.
 _IDENTITY_STRINGS = ["sample", "file", "partition_key"]
 _STATISTICS = ["label", "entry", "partition_key", "n_particles"]
+# The particle lists are float32 bytes, which snappy shrinks only about 1.5x while taking 40 % of the
+# time spent writing them and two thirds of the time reading them back (docs/performance.md): by default
+# they are stored uncompressed; any Parquet codec can be configured instead.
+LLF_COMPRESSION = "none"
+# raw_events is written by polars' Rust Parquet writer, which encodes its ~7,000 nested list values per event
+# about 3x faster than the pinned pyarrow 14 (docs/performance.md). It writes whole tables, so a slice's
+# batches are gathered into part files of about this many events, which bounds a task's memory.
+RAW_FILE_EVENTS = 2000
+_POLARS_CODECS = {"none": "uncompressed"}
 
 
 @dataclass
@@ -53,7 +62,8 @@ class Slice:
     start: int = 0
     stop: int = 0
     batch_size: int = 2000
-    compression: str = "snappy"
+    compression: str = "snappy"  # Parquet codec of raw_events and hlf_features
+    llf_compression: str = LLF_COMPRESSION  # of llf_features
 
 
 @dataclass
@@ -84,7 +94,8 @@ def _batches(s: Slice) -> Iterator[pa.RecordBatch]:
         parquet = pq.ParquetFile(s.path)
     except (OSError, pa.ArrowException) as exc:
         raise DelphesInputError(f"{s.path}: cannot read raw_events Parquet ({exc})") from None
-    yield from parquet.iter_batches(batch_size=s.batch_size, columns=_raw_columns(set(s.outputs)))
+    for batch in parquet.iter_batches(batch_size=s.batch_size, columns=_raw_columns(set(s.outputs))):
+        yield as_raw_schema(batch)
 
 
 class _PartWriter:
@@ -118,6 +129,83 @@ class _PartWriter:
             Path(self.tmp).unlink(missing_ok=True)
 
 
+class RawPartFiles:
+    """raw_events part files ``<part>-<k>.parquet`` written by polars, each under a hidden temporary name
+    until the slice commits. Same interface as ``_PartWriter``."""
+
+    def __init__(self, directory: str, part: str, compression: str, row_group_rows: int):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.directory, self.part = directory, part
+        self.compression = _POLARS_CODECS.get(compression, compression)
+        self.row_group_rows, self.file_events = max(1, row_group_rows), max(1, RAW_FILE_EVENTS)
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.files: list[tuple[str, str]] = []  # (temporary, final) names
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+            self.rows += batch.num_rows
+        if self.pending_rows >= self.file_events:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        # One thread: a Spark task is one core's work, and polars would otherwise start a thread per core.
+        os.environ.setdefault("POLARS_MAX_THREADS", "1")
+        import polars as pl
+
+        name = f"{self.part}-{len(self.files):04d}.parquet"
+        tmp = os.path.join(self.directory, f".{name}.tmp")
+        self.files.append((tmp, os.path.join(self.directory, name)))
+        pl.from_arrow(pa.Table.from_batches(self.pending)).write_parquet(
+            tmp, compression=self.compression, row_group_size=self.row_group_rows, statistics=False)
+        self.pending, self.pending_rows = [], 0
+
+    def commit(self) -> None:
+        self._flush()
+        if not self.files:  # no events: the part still carries the schema
+            tmp = os.path.join(self.directory, f".{self.part}.parquet.tmp")
+            self.files.append((tmp, os.path.join(self.directory, f"{self.part}.parquet")))
+            pq.write_table(RAW_SCHEMA.empty_table(), tmp)
+        for tmp, final in self.files:
+            os.replace(tmp, final)
+
+    def abort(self) -> None:
+        self.pending = []
+        for tmp, _ in self.files:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _raw_type(raw: pa.DataType, stored: pa.DataType) -> pa.DataType:
+    """``RAW_SCHEMA``'s type ``raw`` keeping only the struct fields present in ``stored`` (nested pruning)."""
+    if pa.types.is_struct(raw):
+        return pa.struct([pa.field(f.name, _raw_type(raw.field(f.name).type, f.type),
+                                   nullable=raw.field(f.name).nullable) for f in stored])
+    return raw
+
+
+def as_raw_schema(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A raw_events batch read back from Parquet with ``RAW_SCHEMA``'s types: polars writes large strings and
+    lists, all nullable (the offsets are rewritten, the values shared)."""
+    target = pa.schema([RAW_SCHEMA.field(f.name).with_type(_raw_type(RAW_SCHEMA.field(f.name).type, f.type))
+                        for f in batch.schema])
+    if target.equals(batch.schema):
+        return batch
+    return pa.RecordBatch.from_arrays([_as_type(c, f.type) for c, f in zip(batch.columns, target, strict=True)],
+                                      schema=target)
+
+
+def _as_type(array: pa.Array, t: pa.DataType) -> pa.Array:
+    if pa.types.is_struct(t):  # pyarrow 14 will not cast a struct's nullable fields to non-nullable ones
+        return pa.StructArray.from_arrays([_as_type(c, f.type) for c, f in zip(array.flatten(), t, strict=True)],
+                                          fields=list(t))
+    return array.cast(t)
+
+
 def run_slice(spec: dict) -> dict:
     """Process one slice (a ``Slice`` as a dict, so it travels as JSON); returns a ``SliceResult`` dict.
 
@@ -133,7 +221,9 @@ def run_slice(spec: dict) -> dict:
     want_features = HLF in s.outputs or LLF in s.outputs
     counts: Counter = Counter()
     with ExitStack() as stack:
-        writers = {t: _PartWriter(d, s.part, TABLE_SCHEMAS[t], s.compression) for t, d in s.outputs.items()}
+        writers = {t: RawPartFiles(d, s.part, s.compression, s.batch_size) if t == RAW else
+                   _PartWriter(d, s.part, TABLE_SCHEMAS[t], s.llf_compression if t == LLF else s.compression)
+                   for t, d in s.outputs.items()}
         for w in writers.values():
             stack.callback(w.abort)
         try:

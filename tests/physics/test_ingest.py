@@ -17,6 +17,7 @@ from lhc_assets.physics.ingest import (
     RAW,
     SOURCE_PARQUET,
     SOURCE_ROOT,
+    as_raw_schema,
     plan_entry_ranges,
     run_slice,
     run_slices,
@@ -52,6 +53,13 @@ def test_plan_of_nothing_is_empty():
     assert plan_entry_ranges([0, 0], 100, 2) == []
 
 
+def _raw_table(directory) -> pa.Table:
+    """raw_events part files of a directory, in name order, read back with RAW_SCHEMA's types."""
+    files = sorted(directory.glob("*.parquet"))
+    return pa.Table.from_batches([as_raw_schema(b) for f in files for b in pq.read_table(f).to_batches()],
+                                 schema=RAW_SCHEMA)
+
+
 def _spec(path, sample, outputs, source=SOURCE_ROOT, start=0, stop=800, part="part-0", batch_size=300):
     return {"partition_key": f"{sample}/x", "sample": sample, "source": source, "path": str(path), "outputs": outputs,
             "part": part, "start": start, "stop": stop, "batch_size": batch_size}
@@ -66,7 +74,7 @@ def test_a_root_slice_writes_the_three_tables_equal_to_the_kernels(tmp_path, gen
     batch = next(read_batches(str(path), "wjets", "wjets/x", 100, 700, step=10_000))
     expected_hlf, reason = K.hlf_table(batch)
     expected_llf, _ = K.llf_table(batch)
-    raw = pq.read_table(tmp_path / RAW / "part-0.parquet")
+    raw = _raw_table(tmp_path / RAW)
     hlf = pq.read_table(tmp_path / HLF / "part-0.parquet")
     llf = pq.read_table(tmp_path / LLF / "part-0.parquet")
     assert raw.schema.equals(RAW_SCHEMA) and raw.column("entry").to_pylist() == list(range(100, 700))
@@ -84,7 +92,7 @@ def test_features_recomputed_from_the_raw_parquet_equal_those_from_root(tmp_path
     first = {t: str(tmp_path / "a" / t) for t in (RAW, HLF, LLF)}
     assert run_slice(_spec(path, "ttbar", first))["error"] is None
     again = {t: str(tmp_path / "b" / t) for t in (HLF, LLF)}
-    raw_file = tmp_path / "a" / RAW / "part-0.parquet"
+    raw_file = tmp_path / "a" / RAW / "part-0-0000.parquet"
     result = run_slice(_spec(raw_file, "ttbar", again, source=SOURCE_PARQUET))
     assert result["error"] is None and result["events_read"] == 800
     for t in (HLF, LLF):
@@ -94,7 +102,7 @@ def test_features_recomputed_from_the_raw_parquet_equal_those_from_root(tmp_path
 def test_hlf_only_from_parquet_reads_only_the_track_fields_it_needs(tmp_path, generated_files):
     outputs = {RAW: str(tmp_path / RAW)}
     assert run_slice(_spec(generated_files["qcd"], "qcd", outputs))["error"] is None
-    result = run_slice(_spec(tmp_path / RAW / "part-0.parquet", "qcd", {HLF: str(tmp_path / HLF)},
+    result = run_slice(_spec(tmp_path / RAW / "part-0-0000.parquet", "qcd", {HLF: str(tmp_path / HLF)},
                              source=SOURCE_PARQUET))
     assert result["error"] is None
     expected, _ = K.hlf_table(next(read_batches(str(generated_files["qcd"]), "qcd", "qcd/x", 0, 800, step=10_000)))
@@ -138,3 +146,38 @@ def test_summary_adds_up_the_slices_of_each_partition():
     assert s["a/1"]["events_read"] == 15 and s["a/1"]["rows"][HLF] == 4 and s["a/1"]["reasons"]["selected"] == 4
     assert s["b/2"]["rows"][RAW] == 7
     assert list(itertools.chain(s)) == ["a/1", "b/2"]
+
+
+def _codecs(path) -> set[tuple[str, str]]:
+    meta = pq.ParquetFile(path).metadata
+    return {(meta.schema.column(i).path, meta.row_group(0).column(i).compression) for i in range(meta.num_columns)}
+
+
+def test_particle_lists_are_stored_uncompressed_by_default_and_with_the_configured_codec_otherwise(
+        tmp_path, generated_files):
+    path = generated_files["ttbar"]
+    assert run_slice(_spec(path, "ttbar", {t: str(tmp_path / "a" / t) for t in (RAW, HLF, LLF)}))["error"] is None
+    assert {c for _, c in _codecs(tmp_path / "a" / LLF / "part-0.parquet")} == {"UNCOMPRESSED"}
+    for f in (tmp_path / "a" / RAW / "part-0-0000.parquet", tmp_path / "a" / HLF / "part-0.parquet"):
+        assert {c for _, c in _codecs(f)} == {"SNAPPY"}, f
+    spec = _spec(path, "ttbar", {LLF: str(tmp_path / "b" / LLF)}) | {"llf_compression": "zstd"}
+    assert run_slice(spec)["error"] is None
+    assert {c for _, c in _codecs(tmp_path / "b" / LLF / "part-0.parquet")} == {"ZSTD"}
+    # The codec changes the bytes on disk, not the particle lists.
+    assert pq.read_table(tmp_path / "b" / LLF).equals(pq.read_table(tmp_path / "a" / LLF))
+
+
+def test_raw_events_are_written_in_part_files_of_bounded_size_and_read_back_unchanged(
+        tmp_path, generated_files, monkeypatch):
+    from lhc_assets.physics import ingest
+
+    monkeypatch.setattr(ingest, "RAW_FILE_EVENTS", 300)
+    path = generated_files["qcd"]
+    result = run_slice(_spec(path, "qcd", {RAW: str(tmp_path / RAW)}, batch_size=100))
+    assert result["error"] is None and result["rows"] == {RAW: 800}
+    files = sorted((tmp_path / RAW).iterdir())
+    assert [f.name for f in files] == [f"part-0-{k:04d}.parquet" for k in range(3)]  # no temporary names left
+    assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [300, 300, 200]
+    assert pq.ParquetFile(files[0]).metadata.num_row_groups == 3  # row groups of batch_size events
+    expected = pa.Table.from_batches(list(read_batches(str(path), "qcd", "qcd/x", 0, 800, step=800)))
+    assert _raw_table(tmp_path / RAW).equals(expected)
