@@ -114,9 +114,8 @@ def _scalers_tables(s: FeatureScalers) -> dict[str, MetadataValue]:
     return {"hlf_min_max": MetadataValue.md("\n".join(hlf)), "llf_mean_std": MetadataValue.md("\n".join(llf))}
 
 
-def _feature_partitions(storage: StorageResource, selection) -> list[tuple[str, str]]:
+def _feature_partitions(storage: StorageResource, keys: list[str]) -> list[tuple[str, str]]:
     """(partition key, current llf_features directory) of every partition the selection draws from."""
-    keys = sorted(r[0] for r in selection.select("partition_key").distinct().collect())
     out, gone = [], []
     for k in keys:
         path = materialized_path(storage, "llf_features", k)
@@ -193,12 +192,13 @@ def inclusive_datasets(
     storage: StorageResource,
     undersampled_dataset,
 ):
-    from lhc_assets.spark.training_data import hlf_range, split_counts
     from lhc_assets.spark.training_data import inclusive_datasets as write
+    from lhc_assets.spark.training_data import summarize_selection
 
-    hlf_min, hlf_max = hlf_range(undersampled_dataset)
-    partitions = _feature_partitions(storage, undersampled_dataset)
-    totals = {s: sum(c.values()) for s, c in split_counts(undersampled_dataset).items()}
+    summary = summarize_selection(undersampled_dataset)
+    hlf_min, hlf_max = summary.hlf_min, summary.hlf_max
+    partitions = _feature_partitions(storage, summary.partition_keys)
+    totals = {s: sum(c.values()) for s, c in summary.counts.items()}
     out_dirs = {s: staging_dir(storage, f"{s}_set") for s in SPLITS}
     row_group_rows = rows_per_row_group(config.row_group_bytes)
     try:

@@ -213,7 +213,6 @@ class ShuffleReduceTask:
     row_group_rows: int
     scalers: dict  # FeatureScalers.to_dict(), fitted from the map results
     compression: str = "snappy"
-    chunk_events: int = 256
 
 
 def run_reduce(task: ShuffleReduceTask) -> int:
@@ -228,13 +227,19 @@ def run_reduce(task: ShuffleReduceTask) -> int:
     table = pa.concat_tables(tables)
     order = pc.sort_indices(table.select([SHUFFLE_KEY, *IDENTITY]),
                             sort_keys=[(SHUFFLE_KEY, "ascending"), *((c, "ascending") for c in IDENTITY)])
-    table = table.take(order).drop_columns([SHUFFLE_KEY])
     scalers = FeatureScalers.from_dict(task.scalers)
-    unscaled = table.column("gru_input").combine_chunks().flatten().to_numpy().reshape(table.num_rows, GRU_WIDTH)
-    scaled = [standardise_gru(unscaled[i:i + task.chunk_events], scalers)
-              for i in range(0, table.num_rows, task.chunk_events)]
-    table = table.set_column(table.schema.get_field_index("gru_input"), INCLUSIVE_SCHEMA.field("gru_input"),
-                             float_lists(np.concatenate(scaled)))
+    # The GRU inputs (nearly all the bytes) are sorted and standardised in one copy straight from the
+    # memory-mapped pieces: row g of the pieces goes to row position[g] of the shard.
+    position = np.empty(table.num_rows, np.int64)
+    position[order.to_numpy()] = np.arange(table.num_rows)
+    scaled = np.empty((table.num_rows, GRU_WIDTH), np.float32)
+    start = 0
+    for chunk in table.column("gru_input").chunks:
+        values = chunk.flatten().to_numpy().reshape(len(chunk), GRU_WIDTH)
+        standardise_gru(values, scalers, out=scaled, out_rows=position[start:start + len(chunk)])
+        start += len(chunk)
+    table = table.drop_columns(["gru_input"]).take(order).drop_columns([SHUFFLE_KEY])
+    table = table.append_column(INCLUSIVE_SCHEMA.field("gru_input"), float_lists(scaled))
     tmp = Path(task.out_file).with_name(f".{Path(task.out_file).name}.partial")
     pq.write_table(table, tmp, row_group_size=task.row_group_rows, compression=task.compression,
                    use_dictionary=list(IDENTITY[:2]), write_statistics=list(IDENTITY))

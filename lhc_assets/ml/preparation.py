@@ -178,13 +178,38 @@ def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers
     return out
 
 
-def standardise_gru(values: np.ndarray, scalers: FeatureScalers) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _standardise_rows(values, mean, inv_std, out, out_rows):
+    for i in range(values.shape[0]):
+        d = out_rows[i]
+        for r in range(LLF_ROWS):
+            base = r * N_LLF
+            real = False
+            for c in range(N_LLF):
+                if values[i, base + c] != 0:
+                    real = True
+                    break
+            for c in range(N_LLF):
+                out[d, base + c] = (values[i, base + c] - mean[c]) * inv_std[c] if real else 0.0
+
+
+def standardise_gru(values: np.ndarray, scalers: FeatureScalers, out: np.ndarray | None = None,
+                    out_rows: np.ndarray | None = None) -> np.ndarray:
     """Standardise the real rows of unscaled GRU inputs (n, 801*19) with the train mean/std; padding rows
-    (exactly zero: a real particle always has E > 0) stay zero. Same float64 arithmetic as ``gru_input``."""
-    x = np.asarray(values, np.float32).reshape(-1, LLF_ROWS, N_LLF)
-    real = np.any(x != 0, axis=2, keepdims=True)
-    scaled = (x - np.asarray(scalers.llf_mean, np.float64)) * scalers.llf_inv_std()
-    return np.where(real, scaled, 0.0).astype(np.float32).reshape(-1, GRU_WIDTH)
+    (exactly zero: a real particle always has E > 0) stay zero. Same float64 arithmetic as ``gru_input``.
+
+    With ``out`` and ``out_rows``, event i is written to ``out[out_rows[i]]``: reordering and scaling are
+    then one copy (the training-data reduce sorts each shard this way).
+    """
+    values = np.asarray(values, np.float32).reshape(-1, GRU_WIDTH)
+    if out is None:
+        out = np.empty_like(values)
+    rows = np.arange(len(values)) if out_rows is None else np.asarray(out_rows, np.int64)
+    if len(rows) != len(values) or (len(rows) and (rows.min() < 0 or rows.max() >= len(out))):
+        raise ValueError(f"out_rows must give each of the {len(values)} events a row of out ({len(out)} rows)")
+    mean = np.asarray(scalers.llf_mean, np.float64)
+    _standardise_rows(values, mean, scalers.llf_inv_std(), out, rows)
+    return out
 
 
 def shard_of(shuffle_key: np.ndarray, shards: int) -> np.ndarray:

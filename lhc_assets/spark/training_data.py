@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -69,15 +70,35 @@ def split_counts(selection: DataFrame) -> dict[str, dict[int, int]]:
     return out
 
 
-def hlf_range(selection: DataFrame) -> tuple[list[float], list[float]]:
-    """Min and max of the 14 HLF over the train split."""
-    train = selection.where(F.col("split") == "train")
-    row = train.agg(*(F.min(c).alias(f"min_{i}") for i, c in enumerate(HLF_COLUMNS)),
-                    *(F.max(c).alias(f"max_{i}") for i, c in enumerate(HLF_COLUMNS))).first()
-    if row is None or row["min_0"] is None:
-        raise EmptyClassError("the train split is empty: nothing to fit the scalers on")
+@dataclass(frozen=True)
+class SelectionSummary:
+    """What the inclusive datasets need to know of the selection, gathered in one Spark job."""
+
+    counts: dict[str, dict[int, int]]  # rows per split and class
+    hlf_min: list[float]  # of the train split
+    hlf_max: list[float]
+    partition_keys: list[str]
+
+
+def summarize_selection(selection: DataFrame) -> SelectionSummary:
+    """``split_counts``, the train range of the 14 HLF and the partition keys of the selection in one
+    aggregation (one Spark job instead of three; the result has at most one row per split and partition)."""
     n = len(HLF_COLUMNS)
-    return [float(row[f"min_{i}"]) for i in range(n)], [float(row[f"max_{i}"]) for i in range(n)]
+    rows = selection.groupBy("split", "label", "partition_key").agg(
+        F.count(F.lit(1)).alias("n"), *(F.min(c).alias(f"min_{i}") for i, c in enumerate(HLF_COLUMNS)),
+        *(F.max(c).alias(f"max_{i}") for i, c in enumerate(HLF_COLUMNS))).collect()
+    counts: dict[str, dict[int, int]] = {s: dict.fromkeys(SAMPLES.values(), 0) for s in W.SPLITS}
+    for r in rows:
+        counts[r["split"]][int(r["label"])] += int(r["n"])
+    train = [r for r in rows if r["split"] == "train"]
+    if not train:
+        raise EmptyClassError("the train split is empty: nothing to fit the scalers on")
+    return SelectionSummary(
+        counts=counts,
+        hlf_min=[float(min(r[f"min_{i}"] for r in train)) for i in range(n)],
+        hlf_max=[float(max(r[f"max_{i}"] for r in train)) for i in range(n)],
+        partition_keys=sorted({r["partition_key"] for r in rows}),
+    )
 
 
 def hlf_dataset(selection: DataFrame, split: str, scalers: FeatureScalers) -> DataFrame:

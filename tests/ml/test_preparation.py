@@ -48,6 +48,14 @@ def test_standardising_stored_gru_inputs_equals_building_them_standardised():
     s = _scalers(mean=0.7, std=3.0)
     np.testing.assert_array_equal(standardise_gru(gru_input(offsets, rows), s), gru_input(offsets, rows, s))
 
+    # Written into rows of a larger output in another order: the same events land where they were sent.
+    out = np.full((3, GRU_WIDTH), -1.0, np.float32)
+    standardise_gru(gru_input(offsets, rows), s, out=out, out_rows=np.array([2, 0]))
+    np.testing.assert_array_equal(out[[2, 0]], gru_input(offsets, rows, s))
+    assert np.all(out[1] == -1.0)
+    with pytest.raises(ValueError, match="out_rows must give each of the 2 events a row of out"):
+        standardise_gru(gru_input(offsets, rows), s, out=out, out_rows=np.array([0, 3]))
+
 
 def test_scalers_round_trip_through_json_and_reject_bad_values():
     s = FeatureScalers(hlf_min=tuple(range(N_HLF)), hlf_max=tuple(range(1, N_HLF + 1)), llf_mean=(0.5,) * N_LLF,
