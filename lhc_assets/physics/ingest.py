@@ -1,5 +1,5 @@
 """One unit of ingestion work: the events of one input slice -> raw_events / hlf_features / llf_features
-Parquet part files. Pure pyarrow + the numba kernels: no Spark, no Dagster.
+Parquet part files. pyarrow, polars (the raw_events writer) and the numba kernels: no Spark, no Dagster.
 
 Spark runs one ``run_slice`` per task (``lhc_assets.spark.tasks``); the benchmark runs the same calls in
 one plain process. The bulk arrays never leave the Python process that read them: uproot -> Arrow
@@ -162,7 +162,7 @@ class RawPartFiles:
         tmp = os.path.join(self.directory, f".{name}.tmp")
         self.files.append((tmp, os.path.join(self.directory, name)))
         pl.from_arrow(pa.Table.from_batches(self.pending)).write_parquet(
-            tmp, compression=self.compression, row_group_size=self.row_group_rows, statistics=False)
+            tmp, compression=self.compression, row_group_size=self.row_group_rows)  # min/max: readers prune by entry
         self.pending, self.pending_rows = [], 0
 
     def commit(self) -> None:
