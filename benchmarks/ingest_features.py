@@ -157,7 +157,7 @@ def plain_run(events_per_file: int, llf_compression: str | None = None) -> dict:
         t0 = time.perf_counter()
         for i, (table, codec) in enumerate(tables):
             if table.schema.names == RAW_SCHEMA.names:  # raw_events: polars, as the ingestion writes it
-                writer = RawPartFiles(str(root / "rewrite"), f"rewrite-{i}", codec, 2000)
+                writer = RawPartFiles(str(root / "rewrite"), f"rewrite-{i}", codec)
                 for batch in table.to_batches():
                     writer.write(batch)
                 writer.commit()

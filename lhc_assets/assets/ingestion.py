@@ -158,7 +158,7 @@ def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], confi
         plan = plan_entry_ranges([f["num_entries"] for f in files], config.entries_per_split, parallelism)
         return [{"slices": [slice_(files[i], source=SOURCE_ROOT, path=files[i]["path"], part=f"part-{start:010d}",
                                    start=start, stop=stop) for i, start, stop in task]} for task in plan]
-    # Stored raw_events part files (about RAW_FILE_EVENTS events each) packed in order into tasks of up to
+    # Stored raw_events part files (one per ingestion batch) packed in order into tasks of up to
     # entries_per_split events, so that small files do not each pay a task's overhead, but into at least
     # as many tasks as there are cores when there are enough files.
     stored = [(f, r, pq.read_metadata(r).num_rows) for f in files for r in f["raw_files"]]

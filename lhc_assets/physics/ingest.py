@@ -43,9 +43,8 @@ _STATISTICS = ["label", "entry", "partition_key", "n_particles"]
 # they are stored uncompressed; any Parquet codec can be configured instead.
 LLF_COMPRESSION = "none"
 # raw_events is written by polars' Rust Parquet writer, which encodes its ~7,000 nested list values per event
-# about 3x faster than the pinned pyarrow 14 (docs/performance.md). It writes whole tables, so a slice's
-# batches are gathered into part files of about this many events, which bounds a task's memory.
-RAW_FILE_EVENTS = 2000
+# about 3x faster than the pinned pyarrow 14 (docs/performance.md). It writes whole tables, so each batch
+# becomes its own part file: a task holds one batch at a time, as with pyarrow's incremental writer.
 _POLARS_CODECS = {"none": "uncompressed"}
 
 
@@ -130,29 +129,18 @@ class _PartWriter:
 
 
 class RawPartFiles:
-    """raw_events part files ``<part>-<k>.parquet`` written by polars, each under a hidden temporary name
-    until the slice commits. Same interface as ``_PartWriter``."""
+    """raw_events part files ``<part>-<k>.parquet``, one per batch, written by polars, each under a hidden
+    temporary name until the slice commits. Same interface as ``_PartWriter``."""
 
-    def __init__(self, directory: str, part: str, compression: str, row_group_rows: int):
+    def __init__(self, directory: str, part: str, compression: str):
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.directory, self.part = directory, part
         self.compression = _POLARS_CODECS.get(compression, compression)
-        self.row_group_rows, self.file_events = max(1, row_group_rows), max(1, RAW_FILE_EVENTS)
-        self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
         self.rows = 0
         self.files: list[tuple[str, str]] = []  # (temporary, final) names
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows:
-            self.pending.append(batch)
-            self.pending_rows += batch.num_rows
-            self.rows += batch.num_rows
-        if self.pending_rows >= self.file_events:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.pending:
+        if not batch.num_rows:
             return
         # One thread: a Spark task is one core's work, and polars would otherwise start a thread per core.
         os.environ.setdefault("POLARS_MAX_THREADS", "1")
@@ -161,12 +149,11 @@ class RawPartFiles:
         name = f"{self.part}-{len(self.files):04d}.parquet"
         tmp = os.path.join(self.directory, f".{name}.tmp")
         self.files.append((tmp, os.path.join(self.directory, name)))
-        pl.from_arrow(pa.Table.from_batches(self.pending)).write_parquet(
-            tmp, compression=self.compression, row_group_size=self.row_group_rows)  # min/max: readers prune by entry
-        self.pending, self.pending_rows = [], 0
+        # One row group; min/max statistics so that readers can prune by entry.
+        pl.from_arrow(batch).write_parquet(tmp, compression=self.compression, row_group_size=batch.num_rows)
+        self.rows += batch.num_rows
 
     def commit(self) -> None:
-        self._flush()
         if not self.files:  # no events: the part still carries the schema
             tmp = os.path.join(self.directory, f".{self.part}.parquet.tmp")
             self.files.append((tmp, os.path.join(self.directory, f"{self.part}.parquet")))
@@ -175,7 +162,6 @@ class RawPartFiles:
             os.replace(tmp, final)
 
     def abort(self) -> None:
-        self.pending = []
         for tmp, _ in self.files:
             Path(tmp).unlink(missing_ok=True)
 
@@ -221,7 +207,7 @@ def run_slice(spec: dict) -> dict:
     want_features = HLF in s.outputs or LLF in s.outputs
     counts: Counter = Counter()
     with ExitStack() as stack:
-        writers = {t: RawPartFiles(d, s.part, s.compression, s.batch_size) if t == RAW else
+        writers = {t: RawPartFiles(d, s.part, s.compression) if t == RAW else
                    _PartWriter(d, s.part, TABLE_SCHEMAS[t], s.llf_compression if t == LLF else s.compression)
                    for t, d in s.outputs.items()}
         for w in writers.values():

@@ -92,19 +92,20 @@ def test_features_recomputed_from_the_raw_parquet_equal_those_from_root(tmp_path
     first = {t: str(tmp_path / "a" / t) for t in (RAW, HLF, LLF)}
     assert run_slice(_spec(path, "ttbar", first))["error"] is None
     again = {t: str(tmp_path / "b" / t) for t in (HLF, LLF)}
-    raw_file = tmp_path / "a" / RAW / "part-0-0000.parquet"
-    result = run_slice(_spec(raw_file, "ttbar", again, source=SOURCE_PARQUET))
-    assert result["error"] is None and result["events_read"] == 800
+    raw_files = sorted((tmp_path / "a" / RAW).glob("*.parquet"))
+    assert len(raw_files) == 3  # one per batch of 300
+    results = [run_slice(_spec(f, "ttbar", again, source=SOURCE_PARQUET, part=f.stem)) for f in raw_files]
+    assert all(r["error"] is None for r in results) and sum(r["events_read"] for r in results) == 800
     for t in (HLF, LLF):
-        assert pq.read_table(tmp_path / "b" / t).equals(pq.read_table(tmp_path / "a" / t)), t
+        assert pq.read_table(tmp_path / "b" / t).sort_by("entry").equals(pq.read_table(tmp_path / "a" / t)), t
 
 
 def test_hlf_only_from_parquet_reads_only_the_track_fields_it_needs(tmp_path, generated_files):
     outputs = {RAW: str(tmp_path / RAW)}
-    assert run_slice(_spec(generated_files["qcd"], "qcd", outputs))["error"] is None
+    assert run_slice(_spec(generated_files["qcd"], "qcd", outputs, batch_size=800))["error"] is None
     result = run_slice(_spec(tmp_path / RAW / "part-0-0000.parquet", "qcd", {HLF: str(tmp_path / HLF)},
                              source=SOURCE_PARQUET))
-    assert result["error"] is None
+    assert result["error"] is None and result["events_read"] == 800
     expected, _ = K.hlf_table(next(read_batches(str(generated_files["qcd"]), "qcd", "qcd/x", 0, 800, step=10_000)))
     np.testing.assert_array_equal(pq.read_table(tmp_path / HLF).column("MT").to_numpy(),
                                   expected.column("MT").to_numpy())
@@ -167,17 +168,13 @@ def test_particle_lists_are_stored_uncompressed_by_default_and_with_the_configur
     assert pq.read_table(tmp_path / "b" / LLF).equals(pq.read_table(tmp_path / "a" / LLF))
 
 
-def test_raw_events_are_written_in_part_files_of_bounded_size_and_read_back_unchanged(
-        tmp_path, generated_files, monkeypatch):
-    from lhc_assets.physics import ingest
-
-    monkeypatch.setattr(ingest, "RAW_FILE_EVENTS", 300)
+def test_raw_events_are_written_one_part_file_per_batch_and_read_back_unchanged(tmp_path, generated_files):
     path = generated_files["qcd"]
-    result = run_slice(_spec(path, "qcd", {RAW: str(tmp_path / RAW)}, batch_size=100))
+    result = run_slice(_spec(path, "qcd", {RAW: str(tmp_path / RAW)}, batch_size=300))
     assert result["error"] is None and result["rows"] == {RAW: 800}
     files = sorted((tmp_path / RAW).iterdir())
     assert [f.name for f in files] == [f"part-0-{k:04d}.parquet" for k in range(3)]  # no temporary names left
     assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [300, 300, 200]
-    assert pq.ParquetFile(files[0]).metadata.num_row_groups == 3  # row groups of batch_size events
+    assert pq.ParquetFile(files[0]).metadata.num_row_groups == 1
     expected = pa.Table.from_batches(list(read_batches(str(path), "qcd", "qcd/x", 0, 800, step=800)))
     assert _raw_table(tmp_path / RAW).equals(expected)
