@@ -199,3 +199,29 @@ def test_file_whose_events_all_fail_selection_succeeds_with_zero_rows(platform):
     logs = platform.instance.all_logs(result.run_id)
     warnings = [e for e in logs if "none of its 40 events passed" in e.user_message]
     assert warnings
+
+
+def test_stored_raw_files_are_packed_into_tasks_but_never_fewer_than_the_cores(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lhc_assets.assets.ingestion import IngestionConfig, _tasks
+
+    raw = []
+    for i, n in enumerate([2000, 2000, 2000, 500, 2000]):
+        raw.append(tmp_path / f"part-{i}.parquet")
+        pq.write_table(pa.table({"entry": list(range(n))}), raw[-1])
+    files = [{"partition_key": "ttbar/a", "sample": "ttbar", "raw_files": raw[:3]},
+             {"partition_key": "wjets/b", "sample": "wjets", "raw_files": raw[3:]}]
+    staging = {t: tmp_path / "staging" / t for t in ("hlf_features", "llf_features")}
+
+    def sizes(config, cores):
+        return [[s["path"] for s in t["slices"]] for t in _tasks(files, list(staging), staging, config, cores)]
+
+    names = [str(r) for r in raw]
+    # One core: files share tasks up to entries_per_split (5,000), in order, every file exactly once.
+    assert sizes(IngestionConfig(), 1) == [names[0:2], names[2:5]]
+    # 8,500 events on 2 cores: tasks of at most 4,250 events, so both cores get work.
+    assert sizes(IngestionConfig(), 2) == [names[0:2], names[2:4], names[4:5]]
+    # 4 cores: at most 2,125 events per task, so no two 2,000-event files share one.
+    assert sizes(IngestionConfig(), 4) == [[n] for n in names]
