@@ -6,7 +6,7 @@ import warnings
 
 from dagster import BetaWarning, Definitions, in_process_executor, with_source_code_references
 
-from lhc_assets.assets.datasets import dataset_assets, dataset_checks, dataset_jobs
+from lhc_assets.assets.datasets import dataset_asset_checks, dataset_assets, dataset_jobs
 from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.assets.models import model_assets, model_checks, model_jobs
 from lhc_assets.automation import retrain_on_new_data, with_retrain_conditions
@@ -29,7 +29,7 @@ def build_definitions() -> Definitions:
             with_source_code_references([*ingestion_assets, *dataset_assets, *model_assets]))
     return Definitions(
         assets=assets,
-        asset_checks=[*dataset_checks, *model_checks],
+        asset_checks=[*dataset_asset_checks, *model_checks],
         jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs],
         sensors=[*sensors, retrain_on_new_data],
         resources={

@@ -1,17 +1,22 @@
 """Stage 2b of the study: balanced, scaled, shuffled training data that TensorFlow streams (DESIGN.md section 5).
 
-undersampled_dataset -> feature_scalers, train_set, test_set (one pass over the particle lists, Spark tasks)
-                     -> hlf_train_set / hlf_test_set (HLF only, written by Spark, scaled with feature_scalers)
+undersampled_dataset -> training_datasets: feature_scalers, train_set / test_set (inclusive) and
+                        hlf_train_set / hlf_test_set (the same rows, HLF only), one pass over the particle
+                        lists in Spark tasks
 """
 
 
 import shutil
 import uuid
+from pathlib import Path
 
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     AssetOut,
     AssetSelection,
     Config,
@@ -19,15 +24,27 @@ from dagster import (
     MetadataValue,
     Output,
     asset,
-    asset_check,
     define_asset_job,
     multi_asset,
+    multi_asset_check,
 )
 from pydantic import Field
 
 from lhc_assets.assets.ingestion import delphes_files
-from lhc_assets.ml.dataset_writer import GRU_WIDTH, INCLUSIVE_SCHEMA, SPLITS, rows_per_row_group, scan_dataset
+from lhc_assets.ml.dataset_writer import (
+    BYTES_PER_HLF_EVENT,
+    BYTES_PER_INCLUSIVE_EVENT,
+    GRU_WIDTH,
+    HLF_SCHEMA,
+    INCLUSIVE_SCHEMA,
+    SPLITS,
+    ColumnScan,
+    dataset_files,
+    rows_per_row_group,
+    scan_files,
+)
 from lhc_assets.ml.preparation import N_CLASSES, N_HLF, FeatureScalers
+from lhc_assets.physics.partition_keys import parse_key
 from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, SAMPLES
 from resources.io_manager import SparkTable, StagedParquet, materialized_path, staging_dir
 from resources.spark import SparkResource
@@ -55,6 +72,16 @@ def _counts_table(rows: dict[str, dict[int, int]]) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
+def _class_counts(storage: StorageResource, keys: list[str]) -> dict[int, int]:
+    """Selected events per class, from the Parquet footers of hlf_features (a partition holds one sample):
+    no Spark job."""
+    counts = dict.fromkeys(SAMPLES.values(), 0)
+    for k in keys:
+        rows = sum(pq.read_metadata(f).num_rows for f in dataset_files(materialized_path(storage, "hlf_features", k)))
+        counts[SAMPLES[parse_key(k)[0]]] += rows
+    return counts
+
+
 @asset(
     group_name="datasets",
     kinds={"spark", "parquet"},
@@ -71,7 +98,7 @@ def _counts_table(rows: dict[str, dict[int, int]]) -> MetadataValue:
 def undersampled_dataset(
     context: AssetExecutionContext, config: UndersamplingConfig, spark: SparkResource, storage: StorageResource
 ) -> SparkTable:
-    from lhc_assets.spark.training_data import EmptyClassError, class_counts, undersample
+    from lhc_assets.spark.training_data import EmptyClassError, undersample
 
     keys = context.instance.get_dynamic_partitions(delphes_files.name)
     usable = [k for k in keys
@@ -85,7 +112,7 @@ def undersampled_dataset(
             "registered); run the ingestion job first"))
     session = spark.get_session()
     hlf = session.read.parquet(*(str(materialized_path(storage, "hlf_features", k)) for k in usable))
-    counts = class_counts(hlf)
+    counts = _class_counts(storage, usable)
     try:
         selection = undersample(hlf, counts, seed=config.seed, train_fraction=config.train_fraction)
     except EmptyClassError as exc:
@@ -141,28 +168,8 @@ def _data_errors(fn):
 
 
 _DATASET_TAGS = {"stage": "training-data", "format": "petastorm"}
-
-
-@multi_asset(
-    group_name="datasets",
-    outs={
-        f"hlf_{split}_set": AssetOut(
-            io_manager_key="warehouse_io_manager", kinds={"spark", "parquet"}, owners=_OWNERS, tags=_DATASET_TAGS,
-            description=(f"HLF-only {split} data for Petastorm: sample, file, entry, label (one-hot float32[3]), "
-                         "hlf_input (float32[14], min-max scaled with the train ranges), in shuffle order, "
-                         "written by Spark with row groups of about 1 MB."))
-        for split in SPLITS
-    },
-)
-def hlf_datasets(context: AssetExecutionContext, config: DatasetConfig, undersampled_dataset, feature_scalers: dict):
-    from lhc_assets.spark.training_data import hlf_dataset
-
-    scalers = FeatureScalers.from_dict(feature_scalers)
-    options = {"parquet.block.size": str(config.row_group_bytes)}
-    for split in SPLITS:
-        df = hlf_dataset(undersampled_dataset, split, scalers)
-        yield Output(SparkTable(df, options=options), output_name=f"hlf_{split}_set",
-                     metadata={"split": split, "row_group_bytes": config.row_group_bytes})
+_DATASET_ROWS = ("in shuffle order, one Parquet file per shard of events_per_file events, row groups of about "
+                 "row_group_bytes (1 MB) for Petastorm")
 
 
 @multi_asset(
@@ -175,40 +182,46 @@ def hlf_datasets(context: AssetExecutionContext, config: DatasetConfig, undersam
             description=(
                 "Scalers fitted on the train split only: min-max for the 14 HLF, per-feature mean/std for the 19 "
                 "LLF columns over real particle rows (padding excluded), fitted in the same pass over the particle "
-                "lists that builds train_set and test_set. A small JSON artifact under <data root>/models/.")),
+                "lists that builds the datasets. A small JSON artifact under <data root>/models/.")),
         **{f"{split}_set": AssetOut(
             io_manager_key="warehouse_io_manager", kinds={"spark", "parquet"}, owners=_OWNERS, tags=_DATASET_TAGS,
-            description=(f"Inclusive {split} data for Petastorm: sample, file, entry, label (one-hot float32[3]), "
-                         "hlf_input (float32[14], scaled), gru_input (float32[801*19]: zero padding rows first, then "
-                         "the real rows sorted by dR to the lepton, descending, standardised with the train "
-                         "mean/std), in shuffle order, row groups of about 1 MB."))
+            description=(f"Inclusive {split} data: sample, file, entry, label (one-hot float32[3]), hlf_input "
+                         "(float32[14], min-max scaled with the train ranges), gru_input (float32[801*19]: zero "
+                         "padding rows first, then the real rows sorted by dR to the lepton, descending, "
+                         f"standardised with the train mean/std); {_DATASET_ROWS}."))
+           for split in SPLITS},
+        **{f"hlf_{split}_set": AssetOut(
+            io_manager_key="warehouse_io_manager", kinds={"spark", "parquet"}, owners=_OWNERS, tags=_DATASET_TAGS,
+            description=(f"HLF-only {split} data: the rows of {split}_set without gru_input (sample, file, entry, "
+                         f"label, hlf_input), {_DATASET_ROWS}."))
            for split in SPLITS},
     },
 )
-def inclusive_datasets(
+def training_datasets(
     context: AssetExecutionContext,
     config: DatasetConfig,
     spark: SparkResource,
     storage: StorageResource,
     undersampled_dataset,
 ):
-    from lhc_assets.spark.training_data import inclusive_datasets as write
-    from lhc_assets.spark.training_data import summarize_selection
+    """One pass over the particle lists of the selection writes every training dataset (Spark tasks, see
+    ``lhc_assets.spark.training_data.write_training_datasets``)."""
+    from lhc_assets.spark.training_data import summarize_selection, write_training_datasets
 
     summary = summarize_selection(undersampled_dataset)
-    hlf_min, hlf_max = summary.hlf_min, summary.hlf_max
     partitions = _feature_partitions(storage, summary.partition_keys)
     totals = {s: sum(c.values()) for s, c in summary.counts.items()}
     out_dirs = {s: staging_dir(storage, f"{s}_set") for s in SPLITS}
-    row_group_rows = rows_per_row_group(config.row_group_bytes)
+    hlf_out_dirs = {s: staging_dir(storage, f"hlf_{s}_set") for s in SPLITS}
     try:
-        written, scalers = _data_errors(lambda: write(
-            spark.get_session(), partitions, str(materialized_path(storage, "undersampled_dataset")), hlf_min,
-            hlf_max, totals, out_dirs, storage.warehouse / f".shuffle-{uuid.uuid4().hex}",
-            events_per_file=config.events_per_file, row_group_rows=row_group_rows, compression=config.compression,
+        written, scalers = _data_errors(lambda: write_training_datasets(
+            spark.get_session(), partitions, str(materialized_path(storage, "undersampled_dataset")),
+            summary.hlf_min, summary.hlf_max, totals, out_dirs, hlf_out_dirs,
+            storage.warehouse / f".shuffle-{uuid.uuid4().hex}", events_per_file=config.events_per_file,
+            row_group_bytes=config.row_group_bytes, compression=config.compression,
         ))
     except BaseException:
-        for d in out_dirs.values():
+        for d in (*out_dirs.values(), *hlf_out_dirs.values()):
             shutil.rmtree(d, ignore_errors=True)
         raise
     yield Output(scalers.to_dict(), output_name="feature_scalers", metadata={
@@ -216,45 +229,61 @@ def inclusive_datasets(
     for split in SPLITS:
         if written[split] != totals[split]:
             raise Failure(description=f"{split}_set: wrote {written[split]} events, the selection has {totals[split]}")
-        yield Output(StagedParquet(out_dirs[split], INCLUSIVE_SCHEMA), output_name=f"{split}_set", metadata={
-            "split": split, "events": written[split], "row_group_events": row_group_rows,
-            "events_per_file": config.events_per_file})
+        for name, directory, schema, per_event in (
+                (f"{split}_set", out_dirs[split], INCLUSIVE_SCHEMA, BYTES_PER_INCLUSIVE_EVENT),
+                (f"hlf_{split}_set", hlf_out_dirs[split], HLF_SCHEMA, BYTES_PER_HLF_EVENT)):
+            yield Output(StagedParquet(directory, schema), output_name=name, metadata={
+                "split": split, "events": written[split], "events_per_file": config.events_per_file,
+                "row_group_events": rows_per_row_group(config.row_group_bytes, per_event)})
 
 
 # ---- checks
 
 
-@asset_check(asset=undersampled_dataset, description="Every class has the same number of events (within 1 %) in "
-             "train and in test.")
-def classes_balanced(undersampled_dataset) -> AssetCheckResult:
-    from lhc_assets.spark.training_data import split_counts
+@multi_asset_check(
+    name="selection_checks",
+    description="Balance and disjointness of undersampled_dataset, from one Spark aggregation.",
+    ins={"undersampled_dataset": AssetIn("undersampled_dataset")},
+    specs=[
+        AssetCheckSpec("classes_balanced", asset="undersampled_dataset",
+                       description="Every class has the same number of events (within 1 %) in train and in test."),
+        AssetCheckSpec("train_test_disjoint", asset="undersampled_dataset",
+                       description="No event is both in train and in test, and none appears twice."),
+    ],
+)
+def selection_checks(undersampled_dataset):
+    from lhc_assets.spark.training_data import selection_audit
 
-    counts = split_counts(undersampled_dataset)
-    spread = {s: (max(c.values()) - min(c.values())) / max(max(c.values()), 1) for s, c in counts.items()}
-    return AssetCheckResult(
+    audit = selection_audit(undersampled_dataset)
+    spread = {s: (max(c.values()) - min(c.values())) / max(max(c.values()), 1) for s, c in audit.counts.items()}
+    yield AssetCheckResult(
+        check_name="classes_balanced", asset_key="undersampled_dataset",
         passed=all(v <= 0.01 for v in spread.values()),
-        metadata={"class_counts": _counts_table(counts), **{f"{s}_imbalance": round(v, 4) for s, v in spread.items()}},
-    )
+        metadata={"class_counts": _counts_table(audit.counts),
+                  **{f"{s}_imbalance": round(v, 4) for s, v in spread.items()}})
+    yield AssetCheckResult(
+        check_name="train_test_disjoint", asset_key="undersampled_dataset",
+        passed=audit.in_both_splits == 0 and audit.duplicated == 0,
+        metadata={"in_both_splits": audit.in_both_splits, "duplicated": audit.duplicated})
 
 
-@asset_check(asset=undersampled_dataset, description="No event is both in train and in test, and none appears twice.")
-def train_test_disjoint(undersampled_dataset) -> AssetCheckResult:
-    from pyspark.sql import functions as F
-
-    identity = ["sample", "file", "entry"]
-    per_event = undersampled_dataset.groupBy(*identity).agg(F.count("*").alias("n"),
-                                                            F.countDistinct("split").alias("splits"))
-    row = per_event.agg(F.sum(F.when(F.col("splits") > 1, 1).otherwise(0)).alias("both"),
-                        F.sum(F.when(F.col("n") > 1, 1).otherwise(0)).alias("dups")).first()
-    both, dups = int(row["both"] or 0), int(row["dups"] or 0)
-    return AssetCheckResult(passed=both == 0 and dups == 0, metadata={"in_both_splits": both, "duplicated": dups})
+_HLF_SHAPES = {"label": N_CLASSES, "hlf_input": N_HLF}
+_INCLUSIVE_SHAPES = {**_HLF_SHAPES, "gru_input": GRU_WIDTH}
+# check name -> (dataset, list columns and their lengths, HLF inputs must lie in [0, 1])
+_DATASET_CHECKS = {
+    "train_set_finite_and_shaped": ("train_set", _INCLUSIVE_SHAPES, False),
+    "test_set_finite_and_shaped": ("test_set", _INCLUSIVE_SHAPES, False),
+    "hlf_train_set_scaled": ("hlf_train_set", _HLF_SHAPES, True),
+    "hlf_test_set_finite_and_shaped": ("hlf_test_set", _HLF_SHAPES, False),
+}
 
 
-def _dataset_check(storage: StorageResource, asset_name: str, columns: dict[str, int], unit_interval: bool = False):
-    path = materialized_path(storage, asset_name)
-    if path is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR, metadata={"error": "not materialized"})
-    scan = scan_dataset(path, columns)
+def _check_description(columns: dict[str, int], unit_interval: bool) -> str:
+    text = f"Shapes {' / '.join(str(n) if n != GRU_WIDTH else '801*19' for n in columns.values())} and no NaN or inf"
+    return text + (", and every HLF input in [0, 1] (the scaler was fitted on this split)." if unit_interval else ".")
+
+
+def _scan_result(check: str, asset_name: str, scan, columns: dict[str, int], unit_interval: bool) -> AssetCheckResult:
     problems = [f"{c}: {n} rows with a length other than {columns[c]}" for c, n in scan.bad_lengths.items() if n]
     problems += [f"{c}: {n} NaN/inf values" for c, n in scan.non_finite.items() if n]
     if unit_interval and scan.rows:
@@ -266,37 +295,43 @@ def _dataset_check(storage: StorageResource, asset_name: str, columns: dict[str,
     metadata = {"rows": scan.rows, "problems": MetadataValue.md("\n".join(f"* {p}" for p in problems) or "none")}
     metadata.update({f"{c}_min": float(scan.minimum[c]) for c in columns if scan.rows})
     metadata.update({f"{c}_max": float(scan.maximum[c]) for c in columns if scan.rows})
-    return AssetCheckResult(passed=not problems, metadata=metadata)
+    return AssetCheckResult(check_name=check, asset_key=asset_name, passed=not problems, metadata=metadata)
 
 
-_HLF_SHAPES = {"label": N_CLASSES, "hlf_input": N_HLF}
-_INCLUSIVE_SHAPES = {**_HLF_SHAPES, "gru_input": GRU_WIDTH}
+@multi_asset_check(
+    name="dataset_checks",
+    description="Shapes, finiteness and scaling of the four training datasets: every file scanned in a Spark task.",
+    specs=[AssetCheckSpec(check, asset=asset_name, description=_check_description(columns, unit_interval))
+           for check, (asset_name, columns, unit_interval) in _DATASET_CHECKS.items()],
+)
+def dataset_checks(spark: SparkResource, storage: StorageResource):
+    from lhc_assets.spark.tasks import pack_by_weight, run_tasks
+
+    paths = {check: materialized_path(storage, asset_name) for check, (asset_name, *_) in _DATASET_CHECKS.items()}
+    files = {check: [(str(f), _DATASET_CHECKS[check][1]) for f in dataset_files(path)] if path else []
+             for check, path in paths.items()}
+    # The files of the four datasets are read in parallel Spark tasks, packed by size (one task per core).
+    units = {f"{check}:{path}": (path, columns) for check in _DATASET_CHECKS for path, columns in files[check]}
+    session = spark.get_session()
+    groups = pack_by_weight({u: Path(path).stat().st_size for u, (path, _) in units.items()},
+                             session.sparkContext.defaultParallelism)
+    scanned = {}
+    for group, scans in zip(groups, run_tasks(session, scan_files, [[units[u] for u in g] for g in groups],
+                                              description="training dataset checks"), strict=True):
+        scanned.update(zip(group, scans, strict=True))
+    for check, (asset_name, columns, unit_interval) in _DATASET_CHECKS.items():
+        if paths[check] is None:
+            yield AssetCheckResult(check_name=check, asset_key=asset_name, passed=False,
+                                   severity=AssetCheckSeverity.ERROR, metadata={"error": "not materialized"})
+            continue
+        scan = ColumnScan.empty(columns)
+        for path, _ in files[check]:
+            scan = scan.merge(scanned[f"{check}:{path}"])
+        yield _scan_result(check, asset_name, scan, columns, unit_interval)
 
 
-@asset_check(asset="train_set", description="Shapes 3 / 14 / 801*19 and no NaN or inf in label, hlf_input, gru_input.")
-def train_set_finite_and_shaped(storage: StorageResource) -> AssetCheckResult:
-    return _dataset_check(storage, "train_set", _INCLUSIVE_SHAPES)
-
-
-@asset_check(asset="test_set", description="Shapes 3 / 14 / 801*19 and no NaN or inf in label, hlf_input, gru_input.")
-def test_set_finite_and_shaped(storage: StorageResource) -> AssetCheckResult:
-    return _dataset_check(storage, "test_set", _INCLUSIVE_SHAPES)
-
-
-@asset_check(asset="hlf_train_set", description="Shapes 3 / 14, no NaN or inf, and every HLF input in [0, 1] "
-             "(the scaler was fitted on this split).")
-def hlf_train_set_scaled(storage: StorageResource) -> AssetCheckResult:
-    return _dataset_check(storage, "hlf_train_set", _HLF_SHAPES, unit_interval=True)
-
-
-@asset_check(asset="hlf_test_set", description="Shapes 3 / 14 and no NaN or inf.")
-def hlf_test_set_finite_and_shaped(storage: StorageResource) -> AssetCheckResult:
-    return _dataset_check(storage, "hlf_test_set", _HLF_SHAPES)
-
-
-dataset_assets = [undersampled_dataset, inclusive_datasets, hlf_datasets]
-dataset_checks = [classes_balanced, train_test_disjoint, train_set_finite_and_shaped, test_set_finite_and_shaped,
-                  hlf_train_set_scaled, hlf_test_set_finite_and_shaped]
+dataset_assets = [undersampled_dataset, training_datasets]
+dataset_asset_checks = [selection_checks, dataset_checks]
 
 training_data_job = define_asset_job(
     "training_data_job",

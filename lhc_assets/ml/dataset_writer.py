@@ -32,13 +32,14 @@ from lhc_assets.ml.preparation import (
     N_HLF,
     FeatureScalers,
     Moments,
-    gru_input,
+    finite_range,
     one_hot,
+    pad_standardise,
     scale_hlf,
     shard_of,
-    standardise_gru,
+    sort_particles,
 )
-from lhc_assets.physics.llf_format import llf_rows
+from lhc_assets.physics.llf_format import encode_llf, llf_rows
 from lhc_assets.physics.schema import HLF_COLUMNS
 
 SPLITS = ("train", "test")
@@ -53,8 +54,13 @@ INCLUSIVE_SCHEMA = pa.schema([
     pa.field("hlf_input", FLOAT_LIST, nullable=False),
     pa.field("gru_input", FLOAT_LIST, nullable=False),
 ])
-_PIECE_SCHEMA = pa.schema([pa.field(SHUFFLE_KEY, pa.int64(), nullable=False), *INCLUSIVE_SCHEMA])
-BYTES_PER_INCLUSIVE_EVENT = 4 * (GRU_WIDTH + N_HLF + N_CLASSES) + 8 + 48  # values, entry, identity strings
+HLF_SCHEMA = pa.schema([INCLUSIVE_SCHEMA.field(c) for c in ("sample", "file", "entry", "label", "hlf_input")])
+# The map's pieces carry each event's real particle rows, sorted by dR but neither padded nor scaled
+# (encode_llf's float32 bytes): half the bytes of the padded GRU input through the exchange.
+_PIECE_SCHEMA = pa.schema([pa.field(SHUFFLE_KEY, pa.int64(), nullable=False), *HLF_SCHEMA,
+                           pa.field("particles", pa.binary(), nullable=False)])
+BYTES_PER_HLF_EVENT = 4 * (N_HLF + N_CLASSES) + 8 + 48  # values, entry, identity strings
+BYTES_PER_INCLUSIVE_EVENT = 4 * GRU_WIDTH + BYTES_PER_HLF_EVENT
 
 
 class DatasetInputError(ValueError):
@@ -82,30 +88,30 @@ def _selection(selection_dir: str, keys: list[str], columns: list[str]) -> pa.Ta
 
 
 def _matched_llf(key: str, llf_dir: str, entries: np.ndarray, chunk_events: int):
-    """Yield (selection row indices, llf row offsets, llf rows) for the selected entries of one partition."""
+    """Yield (selection row indices, llf row offsets, llf rows, batch indices) for the selected entries of one
+    partition: event k of the selection rows is event ``batch_indices[k]`` of the offsets and rows."""
     order = np.argsort(entries, kind="stable")
     sorted_entries = entries[order]
     found = 0
-    files = sorted(p for p in Path(llf_dir).glob("*.parquet") if not p.name.startswith(("_", ".")))
-    for path in files:
+    for path in dataset_files(llf_dir):
         columns = ["entry", "n_particles", "llf"]
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_events, columns=columns):
+        # pre_buffer coalesces the reads of a row group: 2.5x faster on the large particle-list chunks.
+        for batch in pq.ParquetFile(path, pre_buffer=True).iter_batches(batch_size=chunk_events, columns=columns):
             batch_entries = batch.column(0).to_numpy()
             pos = np.minimum(np.searchsorted(sorted_entries, batch_entries), max(len(sorted_entries) - 1, 0))
             hit = sorted_entries[pos] == batch_entries if len(sorted_entries) else np.zeros(len(batch_entries), bool)
             if not hit.any():
                 continue
             take = np.flatnonzero(hit)
-            n_particles = batch.column(1).to_numpy()[take].astype(np.int64)
             try:
-                offsets, rows = llf_rows(batch.column(2).take(pa.array(take)))
+                offsets, rows = llf_rows(batch.column(2))
             except (TypeError, ValueError) as exc:
                 raise DatasetInputError(f"llf_features partition {key!r} ({path}): {exc}") from None
-            if not np.array_equal(np.diff(offsets), n_particles):
+            if not np.array_equal(np.diff(offsets)[take], batch.column(1).to_numpy()[take]):
                 raise DatasetInputError(
                     f"llf_features partition {key!r} ({path}): stored particle values do not match n_particles")
             found += len(take)
-            yield order[pos[take]], offsets, rows
+            yield order[pos[take]], offsets, rows, take
     if found != len(entries):
         raise DatasetInputError(
             f"llf_features partition {key!r}: {len(entries) - found} of the {len(entries)} selected events are "
@@ -135,14 +141,18 @@ def piece_dir(out_dir: str | Path, split: str, shard: int) -> Path:
 class MapResult:
     written: dict[str, int]  # rows per split
     train_events: int
-    moments: Moments  # of the real particle rows of the train events: the LLF scaler's fit
+    # Per partition key, the moments of the real particle rows of its train events (the LLF scaler's fit):
+    # merged by the driver in key order, so the scalers do not depend on how partitions are grouped in tasks.
+    moments: dict[str, Moments]
 
 
 def run_map(task: ShuffleMapTask) -> MapResult:
-    """One Arrow IPC piece per (task, split, shard), appended chunk by chunk, with the GRU inputs not yet
-    standardised: the particle lists are read once, and the same pass fits the LLF mean/std on train."""
+    """One Arrow IPC piece per (task, split, shard), appended chunk by chunk, with each event's particle rows
+    sorted by dR but not yet padded or standardised: the particle lists are read once, and the same pass fits
+    the LLF mean/std on train."""
     shards = dict(task.shards)
-    moments, train_events = Moments(), 0
+    moments: dict[str, Moments] = {}
+    train_events = 0
     keys = [k for k, _ in task.partitions]
     columns = ["partition_key", *IDENTITY, "label", "split", SHUFFLE_KEY, *HLF_COLUMNS]
     sel = _selection(task.selection_dir, keys, columns)
@@ -157,12 +167,11 @@ def run_map(task: ShuffleMapTask) -> MapResult:
             labels = part["label"].to_numpy()
             split = part["split"].to_numpy(zero_copy_only=False)
             shuffle_keys = part[SHUFFLE_KEY].to_numpy()
-            for idx, offsets, rows in _matched_llf(key, llf_dir, part["entry"].to_numpy(), task.chunk_events):
+            for idx, offsets, rows, events in _matched_llf(key, llf_dir, part["entry"].to_numpy(), task.chunk_events):
                 is_train = split[idx] == "train"
                 train_events += int(np.count_nonzero(is_train))
-                moments = moments.merge(Moments.of(rows[np.repeat(is_train, np.diff(offsets))]))
-                # Events grouped by (split, shard), so that each piece is a zero-copy slice of one table whose
-                # GRU inputs are built once, in that order.
+                moments[key] = moments.get(key, Moments()).merge(Moments.of_events(offsets, rows, events[is_train]))
+                # Events grouped by (split, shard), so that each piece is a zero-copy slice of one table.
                 group = np.full(len(idx), -1, np.int64)
                 targets = []
                 for name, n_shards in shards.items():
@@ -174,6 +183,7 @@ def run_map(task: ShuffleMapTask) -> MapResult:
                 order = order[np.argsort(group[order], kind="stable")]
                 rows_idx = idx[order]
                 take = pa.array(rows_idx)
+                sorted_offsets, sorted_rows = sort_particles(offsets, rows, events=events[order])
                 chunk = pa.table({
                     SHUFFLE_KEY: pa.array(shuffle_keys[rows_idx]),
                     "sample": part["sample"].take(take),
@@ -181,7 +191,7 @@ def run_map(task: ShuffleMapTask) -> MapResult:
                     "entry": part["entry"].take(take),
                     "label": float_lists(one_hot(labels[rows_idx])),
                     "hlf_input": float_lists(scale_hlf(hlf_raw[rows_idx], task.hlf_min, task.hlf_max)),
-                    "gru_input": float_lists(gru_input(offsets, rows, events=order)),
+                    "particles": encode_llf(np.diff(sorted_offsets), sorted_rows),
                 }).cast(_PIECE_SCHEMA)
                 bounds = np.searchsorted(group[order], np.arange(len(targets) + 1))
                 for g, (name, s) in enumerate(targets):
@@ -204,15 +214,25 @@ def run_map(task: ShuffleMapTask) -> MapResult:
 
 @dataclass(frozen=True)
 class ShuffleReduceTask:
-    """Gather the pieces of one shard, sort by the shuffle key, standardise the GRU inputs, write one Parquet file."""
+    """Gather the pieces of one shard, sort by the shuffle key, pad and standardise the GRU inputs, and write
+    the shard as one inclusive and one HLF-only Parquet file."""
 
     split: str
     shard: int
     pieces_dir: str
-    out_file: str
+    out_file: str  # inclusive dataset file
+    hlf_out_file: str  # HLF-only dataset file: the same rows without gru_input
     row_group_rows: int
+    hlf_row_group_rows: int
     scalers: dict  # FeatureScalers.to_dict(), fitted from the map results
     compression: str = "snappy"
+
+
+def _write_atomic(table: pa.Table, out_file: str, **options) -> None:
+    tmp = Path(out_file).with_name(f".{Path(out_file).name}.partial")
+    pq.write_table(table, tmp, compression=options.pop("compression"), use_dictionary=list(IDENTITY[:2]),
+                   write_statistics=list(IDENTITY), **options)
+    tmp.rename(out_file)
 
 
 def run_reduce(task: ShuffleReduceTask) -> int:
@@ -228,22 +248,20 @@ def run_reduce(task: ShuffleReduceTask) -> int:
     order = pc.sort_indices(table.select([SHUFFLE_KEY, *IDENTITY]),
                             sort_keys=[(SHUFFLE_KEY, "ascending"), *((c, "ascending") for c in IDENTITY)])
     scalers = FeatureScalers.from_dict(task.scalers)
-    # The GRU inputs (nearly all the bytes) are sorted and standardised in one copy straight from the
-    # memory-mapped pieces: row g of the pieces goes to row position[g] of the shard.
+    # The GRU inputs (nearly all the bytes) are sorted, padded and standardised in one copy straight from
+    # the memory-mapped pieces: row g of the pieces goes to row position[g] of the shard.
     position = np.empty(table.num_rows, np.int64)
     position[order.to_numpy()] = np.arange(table.num_rows)
-    scaled = np.empty((table.num_rows, GRU_WIDTH), np.float32)
+    gru = np.empty((table.num_rows, GRU_WIDTH), np.float32)
     start = 0
-    for chunk in table.column("gru_input").chunks:
-        values = chunk.flatten().to_numpy().reshape(len(chunk), GRU_WIDTH)
-        standardise_gru(values, scalers, out=scaled, out_rows=position[start:start + len(chunk)])
+    for chunk in table.column("particles").chunks:
+        offsets, rows = llf_rows(chunk)
+        pad_standardise(offsets, rows, scalers, out=gru, out_rows=position[start:start + len(chunk)])
         start += len(chunk)
-    table = table.drop_columns(["gru_input"]).take(order).drop_columns([SHUFFLE_KEY])
-    table = table.append_column(INCLUSIVE_SCHEMA.field("gru_input"), float_lists(scaled))
-    tmp = Path(task.out_file).with_name(f".{Path(task.out_file).name}.partial")
-    pq.write_table(table, tmp, row_group_size=task.row_group_rows, compression=task.compression,
-                   use_dictionary=list(IDENTITY[:2]), write_statistics=list(IDENTITY))
-    tmp.rename(task.out_file)
+    hlf = table.drop_columns(["particles"]).take(order).drop_columns([SHUFFLE_KEY])
+    _write_atomic(hlf, task.hlf_out_file, row_group_size=task.hlf_row_group_rows, compression=task.compression)
+    inclusive = hlf.append_column(INCLUSIVE_SCHEMA.field("gru_input"), float_lists(gru))
+    _write_atomic(inclusive, task.out_file, row_group_size=task.row_group_rows, compression=task.compression)
     return table.num_rows
 
 
@@ -256,34 +274,58 @@ def write_empty(out_file: str | Path, schema: pa.Schema = INCLUSIVE_SCHEMA) -> N
 class ColumnScan:
     """What the dataset checks look at, gathered row group by row group (never the whole dataset at once)."""
 
-    rows: int = 0
-    bad_lengths: dict[str, int] | None = None
-    non_finite: dict[str, int] | None = None
-    minimum: dict[str, float] | None = None
-    maximum: dict[str, float] | None = None
+    rows: int
+    bad_lengths: dict[str, int]  # rows whose list length is not the expected one
+    non_finite: dict[str, int]  # NaN/inf values
+    minimum: dict[str, float]  # of the finite values
+    maximum: dict[str, float]
+
+    @classmethod
+    def empty(cls, columns: dict[str, int]) -> ColumnScan:
+        return cls(0, dict.fromkeys(columns, 0), dict.fromkeys(columns, 0), dict.fromkeys(columns, np.inf),
+                   dict.fromkeys(columns, -np.inf))
+
+    def merge(self, other: ColumnScan) -> ColumnScan:
+        return ColumnScan(
+            self.rows + other.rows,
+            {c: n + other.bad_lengths[c] for c, n in self.bad_lengths.items()},
+            {c: n + other.non_finite[c] for c, n in self.non_finite.items()},
+            {c: min(v, other.minimum[c]) for c, v in self.minimum.items()},
+            {c: max(v, other.maximum[c]) for c, v in self.maximum.items()},
+        )
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The Parquet files of a dataset directory, in order (hidden and in-progress files excluded)."""
+    return sorted(p for p in Path(path).glob("*.parquet") if not p.name.startswith(("_", ".")))
+
+
+def scan_file(path: str | Path, columns: dict[str, int]) -> ColumnScan:
+    """Row count, rows with a wrong list length, non-finite values and the value range of the list columns
+    of one Parquet file (``columns`` maps a list column to its expected length), row group by row group."""
+    scan = ColumnScan.empty(columns)
+    pf = pq.ParquetFile(path, pre_buffer=True)
+    for i in range(pf.num_row_groups):
+        table = pf.read_row_group(i, columns=list(columns))
+        scan.rows += table.num_rows
+        for name, width in columns.items():
+            col = table[name].combine_chunks()
+            scan.bad_lengths[name] += int(np.count_nonzero(np.diff(col.offsets.to_numpy()) != width))
+            bad, lo, hi = finite_range(col.flatten().to_numpy(zero_copy_only=False))
+            scan.non_finite[name] += bad
+            scan.minimum[name] = min(scan.minimum[name], lo)
+            scan.maximum[name] = max(scan.maximum[name], hi)
+    return scan
+
+
+def scan_files(units: list[tuple[str, dict[str, int]]]) -> list[ColumnScan]:
+    """``scan_file`` of each (path, columns) (a Spark task of the dataset checks)."""
+    return [scan_file(path, columns) for path, columns in units]
 
 
 def scan_dataset(path: str | Path, columns: dict[str, int]) -> ColumnScan:
-    """Row count, rows with a wrong list length, non-finite values and the value range of list columns.
-
-    ``columns`` maps a list column to its expected length.
-    """
-    scan = ColumnScan(0, dict.fromkeys(columns, 0), dict.fromkeys(columns, 0),
-                      dict.fromkeys(columns, np.inf), dict.fromkeys(columns, -np.inf))
-    files = sorted(p for p in Path(path).glob("*.parquet") if not p.name.startswith(("_", ".")))
-    for f in files:
-        pf = pq.ParquetFile(f)
-        for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i, columns=list(columns))
-            scan.rows += table.num_rows
-            for name, width in columns.items():
-                col = table[name].combine_chunks()
-                lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-                scan.bad_lengths[name] += int(np.count_nonzero(lengths != width))
-                values = col.flatten().to_numpy(zero_copy_only=False)
-                if values.size:
-                    finite = np.isfinite(values)
-                    scan.non_finite[name] += int(values.size - np.count_nonzero(finite))
-                    scan.minimum[name] = min(scan.minimum[name], float(values[finite].min(initial=np.inf)))
-                    scan.maximum[name] = max(scan.maximum[name], float(values[finite].max(initial=-np.inf)))
+    """``scan_file`` over every file of a dataset."""
+    scan = ColumnScan.empty(columns)
+    for f in dataset_files(path):
+        scan = scan.merge(scan_file(f, columns))
     return scan

@@ -46,6 +46,16 @@ class Moments:
         mean = rows.mean(axis=0)
         return cls(rows.shape[0], mean, ((rows - mean) ** 2).sum(axis=0))
 
+    @classmethod
+    def of_events(cls, row_offsets: np.ndarray, rows: np.ndarray, events: np.ndarray) -> Moments:
+        """Moments of the rows of some events (``rows[row_offsets[e]:row_offsets[e+1]]`` for e in ``events``),
+        read in place: no copy of the selected rows."""
+        row_offsets = np.asarray(row_offsets, np.int64)
+        events = np.asarray(events, np.int64)
+        count, mean, m2 = _event_moments(row_offsets[:-1][events], row_offsets[1:][events],
+                                         np.asarray(rows).reshape(-1, N_LLF))
+        return cls(int(count), mean, m2)
+
     def merge(self, other: Moments) -> Moments:
         n = self.count + other.count
         if n == 0:
@@ -132,13 +142,12 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_gru(starts, stops, rows, mean, inv_std, out):
+def _sort_by_dr(starts, stops, rows, out):
     two_pi = 2.0 * np.pi
+    d = 0
     for e in range(starts.shape[0]):
         lo = starts[e]
         k = stops[e] - lo
-        if k == 0:
-            continue
         key = np.empty(k)
         key[0] = 1.0  # the lepton (dR 0) sorts last even if another particle sits exactly on it
         eta0 = rows[lo, _ETA]
@@ -148,21 +157,19 @@ def _fill_gru(starts, stops, rows, mean, inv_std, out):
             dphi = (rows[lo + i, _PHI] - phi0 + np.pi) % two_pi - np.pi
             key[i] = -np.sqrt(deta * deta + dphi * dphi)
         order = np.argsort(key, kind="mergesort")  # stable: equal dR keep the stored order
-        base = (LLF_ROWS - k) * N_LLF
         for j in range(k):
-            src = lo + order[j]
-            dst = base + j * N_LLF
-            for c in range(N_LLF):
-                out[e, dst + c] = (rows[src, c] - mean[c]) * inv_std[c]
+            out[d + j] = rows[lo + order[j]]
+        d += k
 
 
-def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None,
-              events: np.ndarray | None = None) -> np.ndarray:
-    """GRU inputs (n, 801*19) float32 of n events whose real LLF rows are ``rows[row_offsets[e]:row_offsets[e+1]]``.
+def sort_particles(row_offsets: np.ndarray, rows: np.ndarray,
+                   events: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The real particle rows of each event sorted by dR to the lepton, descending (the lepton last).
 
-    ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order). Without ``scalers``
-    the real rows keep their values (``standardise_gru`` scales them later). ``events``: build only these
-    events, in this order (row k of the result is event ``events[k]``), without reordering ``rows``.
+    ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order); event e's rows are
+    ``rows[row_offsets[e]:row_offsets[e+1]]``. ``events``: only these events, in this order. Returns the
+    offsets (n + 1,) and the sorted rows (unscaled), the compact form of the GRU inputs: ``pad_standardise``
+    turns it into the padded 801 x 19 layout.
     """
     row_offsets = np.asarray(row_offsets, np.int64)
     rows = np.ascontiguousarray(rows, np.float32).reshape(-1, N_LLF)
@@ -172,44 +179,101 @@ def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers
     counts = stops - starts
     if counts.size and (counts.min() < 1 or counts.max() > LLF_ROWS):
         raise ValueError(f"every event needs 1..{LLF_ROWS} particle rows, got {counts.min()}..{counts.max()}")
-    out = np.zeros((len(counts), GRU_WIDTH), np.float32)
-    mean = np.asarray(scalers.llf_mean, np.float64) if scalers else np.zeros(N_LLF)
-    _fill_gru(starts, stops, rows, mean, scalers.llf_inv_std() if scalers else np.ones(N_LLF), out)
-    return out
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty((offsets[-1], N_LLF), np.float32)
+    _sort_by_dr(starts, stops, rows, out)
+    return offsets, out
 
 
 @numba.njit(cache=True, nogil=True)
-def _standardise_rows(values, mean, inv_std, out, out_rows):
-    for i in range(values.shape[0]):
+def _pad_standardise(offsets, rows, mean, inv_std, out, out_rows):
+    for i in range(offsets.shape[0] - 1):
         d = out_rows[i]
-        for r in range(LLF_ROWS):
-            base = r * N_LLF
-            real = False
+        lo = offsets[i]
+        k = offsets[i + 1] - lo
+        base = (LLF_ROWS - k) * N_LLF
+        out[d, :base] = 0.0
+        for j in range(k):
             for c in range(N_LLF):
-                if values[i, base + c] != 0:
-                    real = True
-                    break
-            for c in range(N_LLF):
-                out[d, base + c] = (values[i, base + c] - mean[c]) * inv_std[c] if real else 0.0
+                out[d, base + j * N_LLF + c] = (rows[lo + j, c] - mean[c]) * inv_std[c]
 
 
-def standardise_gru(values: np.ndarray, scalers: FeatureScalers, out: np.ndarray | None = None,
-                    out_rows: np.ndarray | None = None) -> np.ndarray:
-    """Standardise the real rows of unscaled GRU inputs (n, 801*19) with the train mean/std; padding rows
-    (exactly zero: a real particle always has E > 0) stay zero. Same float64 arithmetic as ``gru_input``.
+def pad_standardise(offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None,
+                    out: np.ndarray | None = None, out_rows: np.ndarray | None = None) -> np.ndarray:
+    """GRU inputs (n, 801*19) float32 from sorted particle rows (``sort_particles``): the padding rows first
+    and exactly zero, then event i's rows standardised with the train mean/std (float64 arithmetic; without
+    ``scalers`` they keep their values).
 
-    With ``out`` and ``out_rows``, event i is written to ``out[out_rows[i]]``: reordering and scaling are
-    then one copy (the training-data reduce sorts each shard this way).
+    With ``out`` and ``out_rows``, event i is written to ``out[out_rows[i]]``: reordering, padding and
+    scaling are then one copy (the training-data reduce sorts each shard this way).
     """
-    values = np.asarray(values, np.float32).reshape(-1, GRU_WIDTH)
+    offsets = np.asarray(offsets, np.int64)
+    rows = np.ascontiguousarray(rows, np.float32).reshape(-1, N_LLF)
+    n = len(offsets) - 1
+    counts = np.diff(offsets)
+    if n and (counts.min() < 1 or counts.max() > LLF_ROWS or offsets[-1] > len(rows)):
+        raise ValueError(f"every event needs 1..{LLF_ROWS} particle rows within the {len(rows)} rows given")
     if out is None:
-        out = np.empty_like(values)
-    rows = np.arange(len(values)) if out_rows is None else np.asarray(out_rows, np.int64)
-    if len(rows) != len(values) or (len(rows) and (rows.min() < 0 or rows.max() >= len(out))):
-        raise ValueError(f"out_rows must give each of the {len(values)} events a row of out ({len(out)} rows)")
-    mean = np.asarray(scalers.llf_mean, np.float64)
-    _standardise_rows(values, mean, scalers.llf_inv_std(), out, rows)
+        out = np.empty((n, GRU_WIDTH), np.float32)
+    out_rows = np.arange(n) if out_rows is None else np.asarray(out_rows, np.int64)
+    if len(out_rows) != n or (n and (out_rows.min() < 0 or out_rows.max() >= len(out))):
+        raise ValueError(f"out_rows must give each of the {n} events a row of out ({len(out)} rows)")
+    mean = np.asarray(scalers.llf_mean, np.float64) if scalers else np.zeros(N_LLF)
+    _pad_standardise(offsets, rows, mean, scalers.llf_inv_std() if scalers else np.ones(N_LLF), out, out_rows)
     return out
+
+
+def gru_input(row_offsets: np.ndarray, rows: np.ndarray, scalers: FeatureScalers | None = None,
+              events: np.ndarray | None = None) -> np.ndarray:
+    """GRU inputs (n, 801*19) float32 of n events whose real LLF rows are ``rows[row_offsets[e]:row_offsets[e+1]]``.
+
+    ``rows`` is (R, 19) with each event's lepton first (the LLF table's stored order). Without ``scalers``
+    the real rows keep their values. ``events``: build only these events, in this order (row k of the result
+    is event ``events[k]``), without reordering ``rows``.
+    """
+    return pad_standardise(*sort_particles(row_offsets, rows, events), scalers)
+
+
+@numba.njit(cache=True, nogil=True)
+def _event_moments(starts, stops, rows):
+    n_cols = rows.shape[1]
+    count = 0
+    total = np.zeros(n_cols)
+    for e in range(starts.shape[0]):
+        for r in range(starts[e], stops[e]):
+            count += 1
+            for c in range(n_cols):
+                total[c] += rows[r, c]
+    mean = total / max(count, 1)
+    m2 = np.zeros(n_cols)
+    for e in range(starts.shape[0]):
+        for r in range(starts[e], stops[e]):
+            for c in range(n_cols):
+                d = rows[r, c] - mean[c]
+                m2[c] += d * d
+    return count, mean, m2
+
+
+@numba.njit(cache=True, nogil=True)
+def _finite_range(values):
+    bad = 0
+    lo = np.inf
+    hi = -np.inf
+    for v in values:
+        if np.isfinite(v):
+            lo = min(lo, v)
+            hi = max(hi, v)
+        else:
+            bad += 1
+    return bad, lo, hi
+
+
+def finite_range(values: np.ndarray) -> tuple[int, float, float]:
+    """(number of NaN/inf values, min and max of the finite ones) in one pass without temporaries; the range
+    is (inf, -inf) when no value is finite."""
+    bad, lo, hi = _finite_range(np.ravel(values))
+    return int(bad), float(lo), float(hi)
 
 
 def shard_of(shuffle_key: np.ndarray, shards: int) -> np.ndarray:

@@ -19,6 +19,19 @@ from typing import Any
 import pyarrow as pa
 
 
+def pack_by_weight(weights: dict[str, int], tasks: int) -> list[tuple[str, ...]]:
+    """Work items grouped into at most ``tasks`` groups of similar total weight (heaviest first onto the
+    lightest group), each group in key order: one Spark task per core instead of one per small item, which
+    would each pay a task's start-up (about 0.1 s). Deterministic for the same weights."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(tasks, len(weights))))]
+    load = [0] * len(groups)
+    for key in sorted(weights, key=lambda k: (-weights[k], k)):
+        g = load.index(min(load))
+        groups[g].append(key)
+        load[g] += weights[key]
+    return [tuple(sorted(g)) for g in groups if g]
+
+
 def run_tasks(session, fn: Callable[[Any], Any], units: list[Any], description: str = "") -> list[Any]:
     """``fn(unit)`` for every unit, one Spark task each; returns the results in the order of ``units``.
 

@@ -1,8 +1,9 @@
 """Stage 2b on Spark: undersampling, train/test split, scalers and the training datasets.
 
 Small columns (identity, label, the 14 HLF) stay in Spark DataFrames: undersampling, the split, the
-shuffle key, the HLF range and the HLF-only datasets. The 801 x 19 particle lists never enter the JVM:
-Spark schedules the pyarrow work units of ``lhc_assets.ml.dataset_writer`` as tasks (see there why).
+shuffle key and the HLF range. The 801 x 19 particle lists never enter the JVM: Spark schedules the
+pyarrow work units of ``lhc_assets.ml.dataset_writer`` as tasks (see there why), which write the
+inclusive datasets and, from the same sorted rows, the HLF-only ones.
 Nothing is collected to the driver except counts, ranges and moments.
 """
 
@@ -19,19 +20,13 @@ from pyspark.sql import functions as F
 from lhc_assets.ml import dataset_writer as W
 from lhc_assets.ml.preparation import FeatureScalers, Moments
 from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, SAMPLES
-from lhc_assets.spark.tasks import run_tasks
+from lhc_assets.spark.tasks import pack_by_weight, run_tasks
 
 SELECTION_COLUMNS = ("sample", "label", "file", "entry", "partition_key", "split", W.SHUFFLE_KEY, *HLF_COLUMNS)
 
 
 class EmptyClassError(ValueError):
     """A class has no selected events, so nothing can be balanced."""
-
-
-def class_counts(df: DataFrame) -> dict[int, int]:
-    """Rows per class label (every class present, zero when absent)."""
-    counts = {int(r["label"]): int(r["count"]) for r in df.groupBy("label").count().collect()}
-    return {label: counts.get(label, 0) for label in SAMPLES.values()}
 
 
 def undersample(hlf: DataFrame, counts: dict[int, int], *, seed: int, train_fraction: float) -> DataFrame:
@@ -62,12 +57,29 @@ def undersample(hlf: DataFrame, counts: dict[int, int], *, seed: int, train_frac
     )
 
 
-def split_counts(selection: DataFrame) -> dict[str, dict[int, int]]:
-    """Rows per split and class."""
-    out: dict[str, dict[int, int]] = {s: dict.fromkeys(SAMPLES.values(), 0) for s in W.SPLITS}
-    for r in selection.groupBy("split", "label").count().collect():
-        out[r["split"]][int(r["label"])] = int(r["count"])
-    return out
+@dataclass(frozen=True)
+class SelectionAudit:
+    """What the checks of undersampled_dataset look at."""
+
+    counts: dict[str, dict[int, int]]  # rows per split and class
+    in_both_splits: int  # events with rows in train and in test
+    duplicated: int  # events with more than one row
+
+
+def selection_audit(selection: DataFrame) -> SelectionAudit:
+    """Rows per split and class, and events in both splits or in several rows, in one aggregation."""
+    per_event = selection.groupBy("sample", "file", "entry").agg(
+        F.min("label").alias("label"), F.count(F.lit(1)).alias("n"),
+        *(F.sum((F.col("split") == s).cast("long")).alias(s) for s in W.SPLITS))
+    rows = per_event.groupBy("label").agg(
+        *(F.sum(s).alias(s) for s in W.SPLITS),
+        F.sum((F.least(*(F.col(s) for s in W.SPLITS)) > 0).cast("long")).alias("in_both"),
+        F.sum((F.col("n") > 1).cast("long")).alias("duplicated")).collect()
+    counts: dict[str, dict[int, int]] = {s: dict.fromkeys(SAMPLES.values(), 0) for s in W.SPLITS}
+    for r in rows:
+        for s in W.SPLITS:
+            counts[s][int(r["label"])] = int(r[s])
+    return SelectionAudit(counts, sum(int(r["in_both"]) for r in rows), sum(int(r["duplicated"]) for r in rows))
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class SelectionSummary:
 
 
 def summarize_selection(selection: DataFrame) -> SelectionSummary:
-    """``split_counts``, the train range of the 14 HLF and the partition keys of the selection in one
+    """Rows per split and class, the train range of the 14 HLF and the partition keys of the selection in one
     aggregation (one Spark job instead of three; the result has at most one row per split and partition)."""
     n = len(HLF_COLUMNS)
     rows = selection.groupBy("split", "label", "partition_key").agg(
@@ -101,21 +113,7 @@ def summarize_selection(selection: DataFrame) -> SelectionSummary:
     )
 
 
-def hlf_dataset(selection: DataFrame, split: str, scalers: FeatureScalers) -> DataFrame:
-    """The HLF-only training data of one split, in shuffle order: identity, one-hot label, scaled hlf_input."""
-    span = scalers.hlf_span()
-    # Same arithmetic as preparation.scale_hlf (float64, then float32), so both datasets agree bit for bit.
-    scaled = [((F.col(c).cast("double") - F.lit(float(lo))) / F.lit(float(sp))).cast("float")
-              for c, lo, sp in zip(HLF_COLUMNS, scalers.hlf_min, span, strict=True)]
-    one_hot = [(F.col("label") == i).cast("float") for i in range(len(SAMPLES))]
-    return (
-        selection.where(F.col("split") == split)
-        .orderBy(W.SHUFFLE_KEY, "sample", "file", "entry")
-        .select("sample", "file", "entry", F.array(*one_hot).alias("label"), F.array(*scaled).alias("hlf_input"))
-    )
-
-
-def inclusive_datasets(
+def write_training_datasets(
     session: SparkSession,
     partitions: list[tuple[str, str]],
     selection_dir: str,
@@ -123,46 +121,61 @@ def inclusive_datasets(
     hlf_max: list[float],
     split_rows: dict[str, int],
     out_dirs: dict[str, Path],
+    hlf_out_dirs: dict[str, Path],
     work_dir: Path,
     *,
     events_per_file: int,
-    row_group_rows: int,
+    row_group_bytes: int,
     compression: str = "snappy",
 ) -> tuple[dict[str, int], FeatureScalers]:
-    """Write the inclusive dataset of every split into ``out_dirs[split]``.
+    """Write the inclusive dataset of every split into ``out_dirs[split]`` and the HLF-only one (the same
+    rows and files without gru_input) into ``hlf_out_dirs[split]``.
 
-    One pass over the particle lists: the map tasks build the GRU inputs unscaled and fit the LLF
-    mean/std on the train rows as they go; the driver merges those into the scalers; the reduce tasks
+    One pass over the particle lists: the map tasks sort each event's particles and fit the LLF mean/std
+    on the train rows as they go; the driver merges those into the scalers; the reduce tasks pad and
     standardise while sorting each shard. Returns rows written per split and the fitted scalers.
     """
     shards = {s: max(1, math.ceil(split_rows[s] / events_per_file)) for s in out_dirs}
+    llf_dirs = dict(partitions)
+    # Map tasks by the bytes of particle lists they read (the map's main cost); one task per core, as
+    # small partitions would otherwise each pay a task's start-up.
+    weights = {k: sum(f.stat().st_size for f in W.dataset_files(d)) for k, d in llf_dirs.items()}
+    groups = pack_by_weight(weights, session.sparkContext.defaultParallelism)
     work_dir.mkdir(parents=True, exist_ok=False)
     try:
-        maps = [W.ShuffleMapTask(task_id=i, partitions=(p,), selection_dir=selection_dir, hlf_min=tuple(hlf_min),
-                                 hlf_max=tuple(hlf_max), shards=tuple(shards.items()), out_dir=str(work_dir))
-                for i, p in enumerate(partitions)]
-        moments, train_events = Moments(), 0
+        maps = [W.ShuffleMapTask(task_id=i, partitions=tuple((k, llf_dirs[k]) for k in keys),
+                                 selection_dir=selection_dir, hlf_min=tuple(hlf_min), hlf_max=tuple(hlf_max),
+                                 shards=tuple(shards.items()), out_dir=str(work_dir))
+                for i, keys in enumerate(groups)]
+        per_key, train_events = {}, 0
         for result in run_tasks(session, W.run_map, maps, description="inclusive datasets: map"):
-            moments = moments.merge(result.moments)
+            per_key.update(result.moments)
             train_events += result.train_events
+        moments = Moments()
+        for key in sorted(per_key):
+            moments = moments.merge(per_key[key])
         scalers = FeatureScalers(
             hlf_min=tuple(hlf_min), hlf_max=tuple(hlf_max), llf_mean=tuple(float(v) for v in moments.mean),
             llf_std=tuple(float(v) for v in moments.std()), train_events=train_events,
             train_particles=moments.count,
         )
         reduces = [W.ShuffleReduceTask(split=s, shard=i, pieces_dir=str(W.piece_dir(work_dir, s, i)),
-                                       out_file=str(out_dirs[s] / f"part-{i:05d}.parquet"), scalers=scalers.to_dict(),
-                                       row_group_rows=row_group_rows, compression=compression)
+                                       out_file=str(out_dirs[s] / f"part-{i:05d}.parquet"),
+                                       hlf_out_file=str(hlf_out_dirs[s] / f"part-{i:05d}.parquet"),
+                                       scalers=scalers.to_dict(), compression=compression,
+                                       row_group_rows=W.rows_per_row_group(row_group_bytes),
+                                       hlf_row_group_rows=W.rows_per_row_group(row_group_bytes, W.BYTES_PER_HLF_EVENT))
                    for s, n in shards.items() for i in range(n)]
-        for d in out_dirs.values():
+        for d in (*out_dirs.values(), *hlf_out_dirs.values()):
             d.mkdir(parents=True, exist_ok=True)
         written = dict.fromkeys(out_dirs, 0)
         for task, rows in zip(reduces, run_tasks(session, W.run_reduce, reduces, description="inclusive datasets: "
                                                  "reduce"), strict=True):
             written[task.split] += rows
-        for s, d in out_dirs.items():
+        for s in out_dirs:
             if written[s] == 0:
-                W.write_empty(d / "part-00000.parquet")
+                W.write_empty(out_dirs[s] / "part-00000.parquet")
+                W.write_empty(hlf_out_dirs[s] / "part-00000.parquet", W.HLF_SCHEMA)
         return written, scalers
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -47,9 +47,10 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
 
     keys = [platform.add_file(s, p) for s, p in generated_files.items()]
     assert platform.materialize(keys).success
-    # Small HLF row groups, so that two training workers each get a shard of the tiny HLF train set.
+    # Small dataset files (one HLF row group each), so that two training workers each get a shard of the
+    # tiny HLF train set.
     data = platform.defs.resolve_job_def("training_data_job").execute_in_process(
-        instance=platform.instance, run_config={"ops": {"hlf_datasets": {"config": {"row_group_bytes": 4096}}}})
+        instance=platform.instance, run_config={"ops": {"training_datasets": {"config": {"events_per_file": 64}}}})
     assert data.success
     result = _models_run(platform)
     assert result.success, failure_messages(result)

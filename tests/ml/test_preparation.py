@@ -13,8 +13,10 @@ from lhc_assets.ml.preparation import (
     Moments,
     gru_input,
     one_hot,
+    pad_standardise,
     scale_hlf,
     shard_of,
+    sort_particles,
 )
 from lhc_assets.physics.schema import LLF_COLUMNS, LLF_ROWS
 
@@ -38,23 +40,35 @@ def test_moments_merged_over_chunks_equal_the_moments_of_all_rows():
     assert Moments().merge(Moments.of(rows[:0])).count == 0
 
 
-def test_standardising_stored_gru_inputs_equals_building_them_standardised():
-    from lhc_assets.ml.preparation import standardise_gru
+def test_moments_of_chosen_events_equal_the_moments_of_their_rows():
+    rows = np.random.default_rng(5).normal(1.0, 3.0, size=(12, N_LLF)).astype(np.float32)
+    offsets = np.array([0, 3, 4, 9, 12])
+    m = Moments.of_events(offsets, rows, np.array([2, 0]))
+    chosen = np.concatenate([rows[4:9], rows[0:3]]).astype(np.float64)
+    assert m.count == 8
+    np.testing.assert_allclose(m.mean, chosen.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m.std(), chosen.std(axis=0), rtol=1e-10)
+    assert Moments.of_events(offsets, rows, np.array([], np.int64)).count == 0
 
+
+def test_padding_and_standardising_sorted_particles_into_chosen_rows_of_a_larger_output():
     rows = np.concatenate([_event([0.5, 2.0, 0.1]), _event([0.3, 1.2])])
     rows[:, 1:] += np.random.default_rng(4).normal(size=(len(rows), N_LLF - 1)).astype(np.float32)
-    rows[:, 0] = np.abs(rows[:, 0]) + 1.0  # real particles have E > 0
     offsets = np.array([0, 4, 7])
     s = _scalers(mean=0.7, std=3.0)
-    np.testing.assert_array_equal(standardise_gru(gru_input(offsets, rows), s), gru_input(offsets, rows, s))
+    sorted_offsets, sorted_rows = sort_particles(offsets, rows)
+    assert sorted_offsets.tolist() == [0, 4, 7] and sorted_rows.shape == (7, N_LLF)
+    np.testing.assert_array_equal(sorted_rows[3], rows[0])  # the lepton last
+    expected = gru_input(offsets, rows, s)
 
-    # Written into rows of a larger output in another order: the same events land where they were sent.
+    # Written into rows of a larger output (garbage before) in another order: each event lands where it was
+    # sent, its padding rows zeroed, the other rows untouched.
     out = np.full((3, GRU_WIDTH), -1.0, np.float32)
-    standardise_gru(gru_input(offsets, rows), s, out=out, out_rows=np.array([2, 0]))
-    np.testing.assert_array_equal(out[[2, 0]], gru_input(offsets, rows, s))
+    pad_standardise(sorted_offsets, sorted_rows, s, out=out, out_rows=np.array([2, 0]))
+    np.testing.assert_array_equal(out[[2, 0]], expected)
     assert np.all(out[1] == -1.0)
     with pytest.raises(ValueError, match="out_rows must give each of the 2 events a row of out"):
-        standardise_gru(gru_input(offsets, rows), s, out=out, out_rows=np.array([0, 3]))
+        pad_standardise(sorted_offsets, sorted_rows, s, out=out, out_rows=np.array([0, 3]))
 
 
 def test_scalers_round_trip_through_json_and_reject_bad_values():
