@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AssetOut,
     AssetSelection,
     Config,
@@ -168,13 +169,23 @@ def _data_errors(fn):
 
 
 _DATASET_TAGS = {"stage": "training-data", "format": "petastorm"}
-_DATASET_ROWS = ("in shuffle order, one Parquet file per shard of events_per_file events, row groups of about "
+_DATASET_ROWS = ("in shuffle order, one Parquet file per shard of events_per_file events, row groups of at most "
                  "row_group_bytes (1 MB) for Petastorm")
+
+
+_SELECTION, _LLF, _SCALERS = AssetKey("undersampled_dataset"), AssetKey("llf_features"), AssetKey("feature_scalers")
 
 
 @multi_asset(
     group_name="datasets",
     deps=["llf_features"],
+    # What each output is computed from: the scalers from the selection's particle lists; the datasets are
+    # scaled with them, and only the inclusive ones read the particle lists.
+    internal_asset_deps={
+        "feature_scalers": {_SELECTION, _LLF},
+        **{f"{split}_set": {_SELECTION, _LLF, _SCALERS} for split in SPLITS},
+        **{f"hlf_{split}_set": {_SELECTION, _SCALERS} for split in SPLITS},
+    },
     outs={
         "feature_scalers": AssetOut(
             io_manager_key="json_io_manager", kinds={"spark", "json"}, owners=_OWNERS,

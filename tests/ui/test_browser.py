@@ -278,6 +278,11 @@ def _check_asset_graph(page: Page, ui: UI, expected: dict[str, str], shots: Path
     page.keyboard.press("Escape")
     expect(page).to_have_url(re.compile(r"[?&]expanded="), timeout=30_000)
     page.reload()
+    # The graph opens fitted to its width; two steps out, as a person would, so that all of its height shows
+    # too (nodes far outside the view are not drawn).
+    expect(page.locator(ASSET_NAME).first).to_be_visible(timeout=PAGE_S * 1000)
+    for _ in range(2):
+        page.locator("#zoom-slider-container button:has([aria-label='zoom_out'])").click()
     names = page.locator(ASSET_NAME)
     expect(names).to_have_count(len(expected), timeout=PAGE_S * 1000)
     expect(page.locator(GROUP_HEADER)).to_have_count(len(GROUPS), timeout=30_000)
