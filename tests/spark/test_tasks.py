@@ -56,3 +56,16 @@ def test_daemon_drops_the_archives_only_when_the_installed_packages_import(tmp_p
                           env=env, capture_output=True, text=True, check=True)
     n, where = bare.stdout.split()
     assert int(n) == 0 and "pyspark.zip" in where
+
+
+def test_items_are_packed_into_one_group_per_task_of_similar_weight():
+    from lhc_assets.spark.tasks import pack_by_weight
+
+    weights = {"a": 5, "b": 1, "c": 4, "d": 2, "e": 3}
+    groups = pack_by_weight(weights, 2)
+    assert sorted(k for g in groups for k in g) == sorted(weights) and len(groups) == 2
+    assert sorted(sum(weights[k] for k in g) for g in groups) == [7, 8]
+    assert all(list(g) == sorted(g) for g in groups)
+    assert pack_by_weight(weights, 2) == groups  # deterministic
+    assert pack_by_weight({"a": 1}, 4) == [("a",)]
+    assert pack_by_weight({}, 4) == []
