@@ -4,13 +4,14 @@ Prints one JSON object. Runs in one process: generates Delphes files, materializ
 (not timed), then
 
 * preparation: the Dagster ``training_data_job`` (undersampling, split, scalers, HLF-only and inclusive
-  datasets, their checks) on ``local[2]``, timed on the second of two runs (JVM start, numba compilation
-  and Python worker start excluded); events/s per core counts the selected events read from the
-  feature tables;
+  datasets, their checks) on ``local[2]``, the median of the second and third of three runs (JVM start,
+  numba compilation and Python worker start excluded); events/s per core counts the selected events read
+  from the feature tables;
 * readers: Keras ``fit`` of the HLF classifier (on hlf_train_set) and of the inclusive classifier (on
   train_set), DESIGN.md section 6, fed from in-memory numpy arrays, from the Petastorm reader and from the
-  plain pyarrow reader over the same dataset, samples/s after a warm-up epoch. The ratio to in-memory is
-  the reader's cost.
+  plain pyarrow reader over the same dataset, samples/s after a warm-up fit, the median of interleaved
+  rounds (one fit per feed each: this machine's speed drifts by up to 2x within a minute). The ratio to
+  in-memory is the reader's cost.
 
     python benchmarks/datasets.py [--quick]
 
@@ -21,7 +22,9 @@ hlf_arrow_samples_per_s, hlf_petastorm_vs_inmemory, and the same for inclusive_.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +34,10 @@ from _pipeline import prepare_training_data
 BATCH = 128
 
 
-def _rate(fit, samples: int) -> float:
-    fit()  # warm-up: tracing, reader start
-    t0 = time.perf_counter()
-    fit()
-    return samples / (time.perf_counter() - t0)
-
-
-def _readers(train_set: str, inputs: str, epochs: int, max_steps: int | None) -> dict:
+def _readers(train_set: str, inputs: str, epochs: int, max_steps: int | None, rounds: int) -> dict:
+    """samples/s of Keras fit fed in-memory, by Petastorm and by plain Arrow: after a warm-up fit each
+    (tracing, reader start), ``rounds`` rounds of one fit per feed, interleaved so that the machine's
+    load drifts alike for all three; the median round of each feed counts."""
     import keras
 
     from lhc_assets.ml.models import hlf_classifier, inclusive_classifier
@@ -52,16 +51,26 @@ def _readers(train_set: str, inputs: str, epochs: int, max_steps: int | None) ->
     x = {k: v[:steps * BATCH] for k, v in x.items()} if inputs == "inclusive" else x[:steps * BATCH]
     y = y[: steps * BATCH]
     build = hlf_classifier if inputs == "hlf" else inclusive_classifier
-    out = {"train_events": n, "steps_per_epoch": steps, "epochs": epochs}
-
-    model = build(seed=1)
-    out["inmemory_samples_per_s"] = _rate(
-        lambda: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0), samples)
-    for name, reader in (("petastorm", petastorm_dataset), ("arrow", arrow_dataset)):
+    out = {"train_events": n, "steps_per_epoch": steps, "epochs": epochs, "rounds": rounds}
+    with contextlib.ExitStack() as stack:
         model = build(seed=1)
-        with reader(train_set, inputs, batch_size=BATCH, num_epochs=None, seed=5) as ds:
-            out[f"{name}_samples_per_s"] = _rate(
-                lambda ds=ds, model=model: model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0), samples)
+        fits = {"inmemory": lambda model=model: model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=True,
+                                                          verbose=0)}
+        for name, reader in (("petastorm", petastorm_dataset), ("arrow", arrow_dataset)):
+            ds = stack.enter_context(reader(train_set, inputs, batch_size=BATCH, num_epochs=None, seed=5))
+            model = build(seed=1)
+            fits[name] = lambda ds=ds, model=model: model.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        seconds: dict[str, list[float]] = {name: [] for name in fits}
+        for fit in fits.values():
+            fit()
+        for _ in range(rounds):
+            for name, fit in fits.items():
+                t0 = time.perf_counter()
+                fit()
+                seconds[name].append(time.perf_counter() - t0)
+    for name, values in seconds.items():
+        out[f"{name}_samples_per_s"] = samples / statistics.median(values)
+        out[f"{name}_samples_per_s_rounds"] = [round(samples / v, 1) for v in values]
     return out
 
 
@@ -73,9 +82,11 @@ def main() -> None:
     # the size, which at the earlier 22,000 events was most of the time measured.
     events_per_file, files = (3000, 2) if args.quick else (20000, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        prep = prepare_training_data(Path(tmp), events_per_file, files, timed_runs=2)
-        hlf = _readers(prep["hlf_train_set"], "hlf", epochs=20 if args.quick else 30, max_steps=None)
-        inclusive = _readers(prep["train_set"], "inclusive", epochs=1, max_steps=4 if args.quick else 12)
+        prep = prepare_training_data(Path(tmp), events_per_file, files, timed_runs=3)
+        hlf = _readers(prep["hlf_train_set"], "hlf", epochs=10 if args.quick else 20, max_steps=None,
+                       rounds=3)
+        inclusive = _readers(prep["train_set"], "inclusive", epochs=1, max_steps=4 if args.quick else 12,
+                             rounds=2 if args.quick else 3)
     result = {
         "benchmark": "datasets",
         "prep_events_per_s_per_core": prep["feature_events"] / prep["seconds"] / 2,
