@@ -187,7 +187,7 @@ def petastorm_dataset(
     seed: int | None = None,
     cur_shard: int | None = None,
     shard_count: int | None = None,
-    workers_count: int = 2,
+    workers_count: int | None = None,
     drop_remainder: bool = False,
 ) -> Iterator[tf.data.Dataset]:
     """``(inputs, label)`` batches streamed by Petastorm's batch reader; the reader is stopped on exit.
@@ -195,6 +195,12 @@ def petastorm_dataset(
     ``num_epochs=None`` repeats forever (use Keras ``steps_per_epoch``). Shards split the row groups of
     the stored order (i % shard_count). Petastorm shuffles the row-group order once per reader, so all
     epochs of one reader see the same order; Petastorm treats seed 0 as "unseeded".
+
+    ``workers_count`` reader threads; by default one for a finite number of epochs and two for an endless
+    stream. With one thread every epoch holds each row exactly once and a seed fixes the order. Petastorm
+    0.13.1 skips a thread whose queue is momentarily drained, so with several threads row groups arrive out
+    of turn when the consumer outpaces them: fine for an endless stream, but it blurs the epoch boundaries,
+    so a finite ``num_epochs`` with several threads is refused.
     """
     from petastorm import make_batch_reader
     from petastorm.tf_utils import make_petastorm_dataset
@@ -204,20 +210,27 @@ def petastorm_dataset(
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 
     columns = _check_common(inputs, batch_size, num_epochs)
+    if workers_count is None:
+        workers_count = 2 if num_epochs is None else 1
+    if workers_count < 1:
+        raise ValueError(f"workers_count must be positive, got {workers_count}")
+    if workers_count > 1 and num_epochs is not None:
+        raise ValueError(f"num_epochs={num_epochs} needs workers_count=1: several Petastorm threads deliver "
+                         "row groups out of turn, which moves rows across epoch boundaries; read an endless "
+                         "stream (num_epochs=None, Keras steps_per_epoch) to use several threads")
     # Validate here so that a bad dataset fails with a clear error before Petastorm starts threads.
     groups = _shard(_row_groups(path, columns), cur_shard, shard_count)
     root = Path(path).resolve()
-    # Several epochs are read as an endless stream cut after that many passes over the shard's row groups
-    # (one element each): Petastorm 0.13.1's thread pool sometimes ends a multi-epoch read after the first
-    # epoch (seen in CI: 300 of 600 rows), an end-of-results race at the epoch boundary.
-    endless = num_epochs is None or num_epochs > 1
+    # Petastorm always streams endlessly; epochs are cut here after that many passes over the shard's row
+    # groups (one element each). Its own end-of-epoch detection races with its ventilator thread: reads
+    # have ended early, after 4 of 8 row groups with num_epochs=1 and after one of two epochs in CI.
     reader = make_batch_reader(
         root.as_uri(),
         # schema_fields are regular expressions matched against whole column names.
         schema_fields=[re.escape(name) for name in columns],
         reader_pool_type="thread",
         workers_count=workers_count,
-        num_epochs=None if endless else num_epochs,
+        num_epochs=None,
         shuffle_row_groups=shuffle_row_groups,
         # With shuffling off a seed would still permute the shard's row groups: keep the stored order.
         seed=seed if shuffle_row_groups else None,
@@ -229,7 +242,7 @@ def petastorm_dataset(
     try:
         # One element per row group: a namedtuple of (rows, width) arrays in schema (column) order.
         rows = make_petastorm_dataset(reader).map(lambda t: tuple(getattr(t, name) for name in columns))
-        if endless and num_epochs is not None:
+        if num_epochs is not None:
             rows = rows.take(num_epochs * len(groups))
         yield _finish(rows.map(_model_inputs(inputs, columns)), batch_size, drop_remainder)
     finally:

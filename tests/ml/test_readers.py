@@ -75,6 +75,31 @@ def test_two_shards_split_the_events_between_them(inclusive_dir, reader):
     assert seen[0] | seen[1] == set(range(N_EVENTS))
 
 
+def _row_group_order(reader, root, **kwargs) -> list[int]:
+    """The stored row groups (40 events each, per file) in the order the reader delivered them, each checked
+    to arrive whole and in its stored row order."""
+    from lhc_assets.ml import readers
+
+    with getattr(readers, reader)(root, "hlf", batch_size=64, **kwargs) as ds:
+        events = np.concatenate(_collect(ds)[0])[:, 0].astype(int)
+    group_of = np.concatenate([np.arange(160) // 40, 4 + np.arange(N_EVENTS - 160) // 40])
+    starts = np.flatnonzero(np.diff(group_of[events], prepend=-1))
+    order = group_of[events][starts].tolist()
+    for start, end, group in zip(starts, [*starts[1:], len(events)], order, strict=True):
+        np.testing.assert_array_equal(events[start:end], np.flatnonzero(group_of == group))
+    return order
+
+
+@pytest.mark.parametrize("reader", ["petastorm_dataset", "arrow_dataset"])
+def test_row_group_shuffling_is_reproducible_with_a_seed_and_off_keeps_the_stored_order(inclusive_dir, reader):
+    root = inclusive_dir[0]
+    shuffled = _row_group_order(reader, root, seed=3)
+    assert sorted(shuffled) == list(range(8)) and shuffled != sorted(shuffled)
+    assert _row_group_order(reader, root, seed=3) == shuffled
+    assert _row_group_order(reader, root, seed=11) != shuffled
+    assert _row_group_order(reader, root, shuffle_row_groups=False) == list(range(8))
+
+
 def test_in_memory_arrays_match_the_stored_order(inclusive_dir):
     from lhc_assets.ml.readers import load_arrays
 
@@ -90,8 +115,14 @@ def test_several_epochs_and_keras_fit_from_the_petastorm_reader(inclusive_dir):
     from lhc_assets.ml.readers import petastorm_dataset
 
     root = inclusive_dir[0]
-    with petastorm_dataset(root, "hlf", batch_size=32, num_epochs=2, seed=1) as ds:
-        assert sum(len(y) for _, y in ds) == 2 * N_EVENTS
+    with petastorm_dataset(root, "hlf", batch_size=32, num_epochs=3, seed=1) as ds:
+        events = np.concatenate(_collect(ds)[0])[:, 0].astype(int)
+    assert len(events) == 3 * N_EVENTS
+    for epoch in events.reshape(3, N_EVENTS):
+        assert sorted(epoch) == list(range(N_EVENTS))
+    with pytest.raises(ValueError, match=r"num_epochs=2 needs workers_count=1"), \
+            petastorm_dataset(root, "hlf", num_epochs=2, workers_count=2):
+        pass
     model = keras.Sequential([keras.Input((14,)), keras.layers.Dense(8, activation="relu"),
                               keras.layers.Dense(3, activation="softmax")])
     model.compile("adam", "categorical_crossentropy")
