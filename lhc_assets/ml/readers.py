@@ -163,9 +163,21 @@ def _model_inputs(inputs: str, columns: Sequence[str]) -> Callable[..., tuple]:
     return to_model_inputs
 
 
+def prefetched(dataset: tf.data.Dataset, batches: int = 2) -> tf.data.Dataset:
+    """``dataset`` with ``batches`` batches read ahead and tf.data's autotuning off.
+
+    The autotuner's thread sleeps in periods that double from 10 ms, and deleting an iterator waits for
+    the current period to end: a Keras fit whose last step ended after 5.2 s returned at 10.3 s (measured
+    with TensorFlow 2.21 on two cores). These pipelines have nothing to tune but the read-ahead depth.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(batches).with_options(options)
+
+
 def _finish(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
     # rebatch slices/concatenates whole row-group tensors; unbatch().batch() would go row by row.
-    return dataset.rebatch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return prefetched(dataset.rebatch(batch_size, drop_remainder=drop_remainder))
 
 
 def _check_common(inputs: str, batch_size: int, num_epochs: int | None) -> tuple[str, ...]:

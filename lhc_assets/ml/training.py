@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from lhc_assets.ml import models
-from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE
+from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, prefetched
 
 FULL_LENGTH = GRU_SHAPE[0]
 DEFAULT_BUCKET_WIDTH = 100
@@ -121,7 +121,7 @@ def training_batches(
         batches = dataset.rebatch(batch_size)
     else:
         batches = bucket_by_length(dataset, batch_size, bucket_width)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return prefetched(batches)
 
 
 class _EpochTimer(keras.callbacks.Callback):

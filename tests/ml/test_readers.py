@@ -49,6 +49,7 @@ def test_inclusive_batches_have_the_model_shapes_and_every_event_once(inclusive_
 
     root, labels, _, gru = inclusive_dir
     with getattr(readers, reader)(root, "inclusive", batch_size=64, seed=3) as ds:
+        assert ds.options().autotune.enabled is False  # see readers.prefetched
         xs, ys = _collect(ds)
     assert [len(y) for y in ys][:-1] == [64] * (len(ys) - 1)
     x = {k: np.concatenate([b[k] for b in xs]) for k in xs[0]}
