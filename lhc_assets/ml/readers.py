@@ -176,8 +176,9 @@ def prefetched(dataset: tf.data.Dataset, batches: int = 2) -> tf.data.Dataset:
 
 
 def _finish(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
-    # rebatch slices/concatenates whole row-group tensors; unbatch().batch() would go row by row.
-    return prefetched(dataset.rebatch(batch_size, drop_remainder=drop_remainder))
+    # The next row group is fetched in the background (the Python reader is off the training's path);
+    # rebatch slices/concatenates whole row-group tensors, where unbatch().batch() would go row by row.
+    return prefetched(dataset.prefetch(1).rebatch(batch_size, drop_remainder=drop_remainder))
 
 
 def _check_common(inputs: str, batch_size: int, num_epochs: int | None) -> tuple[str, ...]:
