@@ -76,7 +76,7 @@ def test_two_shards_split_the_events_between_them(inclusive_dir, reader):
     assert seen[0] | seen[1] == set(range(N_EVENTS))
 
 
-def _row_group_order(reader, root, **kwargs) -> list[int]:
+def _delivered_row_groups(reader, root, **kwargs) -> list[int]:
     """The stored row groups (40 events each, per file) in the order the reader delivered them, each checked
     to arrive whole and in its stored row order."""
     from lhc_assets.ml import readers
@@ -94,11 +94,11 @@ def _row_group_order(reader, root, **kwargs) -> list[int]:
 @pytest.mark.parametrize("reader", ["petastorm_dataset", "arrow_dataset"])
 def test_row_group_shuffling_is_reproducible_with_a_seed_and_off_keeps_the_stored_order(inclusive_dir, reader):
     root = inclusive_dir[0]
-    shuffled = _row_group_order(reader, root, seed=3)
+    shuffled = _delivered_row_groups(reader, root, seed=3)
     assert sorted(shuffled) == list(range(8)) and shuffled != sorted(shuffled)
-    assert _row_group_order(reader, root, seed=3) == shuffled
-    assert _row_group_order(reader, root, seed=11) != shuffled
-    assert _row_group_order(reader, root, shuffle_row_groups=False) == list(range(8))
+    assert _delivered_row_groups(reader, root, seed=3) == shuffled
+    assert _delivered_row_groups(reader, root, seed=11) != shuffled
+    assert _delivered_row_groups(reader, root, shuffle_row_groups=False) == list(range(8))
 
 
 def test_in_memory_arrays_match_the_stored_order(inclusive_dir):
