@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lhc_assets.physics.generator import generate_file_batches
-from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.generators.rootio import write_delphes_file
+from lhc_assets.physics.generators.toy import generate_file_batches
 from lhc_assets.physics.schema import SAMPLES
 
 PARTICLE_COLLECTIONS = ("EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron")

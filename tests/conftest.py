@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lhc_assets.physics.generator import generate_file_batches
-from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.generators.rootio import write_delphes_file
+from lhc_assets.physics.generators.toy import generate_file_batches
 from lhc_assets.physics.schema import SAMPLES
 
 SAMPLE_EVENTS = 800

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lhc_assets.physics.generator import generate_file_batches
-from lhc_assets.physics.rootio import COMPRESSION, write_delphes_file
+from lhc_assets.physics.generators.rootio import COMPRESSION, write_delphes_file
+from lhc_assets.physics.generators.toy import generate_file_batches
 from lhc_assets.physics.schema import SAMPLES
 
 

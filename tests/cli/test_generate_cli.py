@@ -11,8 +11,8 @@ import pytest
 import uproot
 
 from lhc_assets.cli.generate import main
-from lhc_assets.physics.generator import generate_file_batches
-from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.generators.rootio import write_delphes_file
+from lhc_assets.physics.generators.toy import generate_file_batches
 
 
 def _all_files(root: Path) -> list[Path]:

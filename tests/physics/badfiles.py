@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import uproot
 
-from lhc_assets.physics.generator import generate_file_batches
-from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.generators.rootio import write_delphes_file
+from lhc_assets.physics.generators.toy import generate_file_batches
 
 
 def _batch(sample: str = "ttbar", n: int = 50):

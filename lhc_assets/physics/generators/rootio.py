@@ -9,7 +9,7 @@ from pathlib import Path
 
 import uproot
 
-from lhc_assets.physics.generator import EventBatch
+from lhc_assets.physics.generators.events import EventBatch
 from lhc_assets.physics.schema import TREE_NAME
 
 COMPRESSION = {

@@ -10,8 +10,8 @@ import pytest
 import uproot
 
 from lhc_assets.physics import reference
-from lhc_assets.physics.generator import BATCH_EVENTS, generate_batch, generate_file_batches
-from lhc_assets.physics.rootio import write_delphes_file
+from lhc_assets.physics.generators.rootio import write_delphes_file
+from lhc_assets.physics.generators.toy import BATCH_EVENTS, generate_batch, generate_file_batches
 from lhc_assets.physics.schema import (
     EXTRA_FIELDS,
     REQUIRED_FIELDS,

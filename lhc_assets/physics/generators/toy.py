@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lhc_assets.physics import kinematics as kin
+from lhc_assets.physics.generators import kinematics as kin
+from lhc_assets.physics.generators.events import EventBatch
 from lhc_assets.physics.schema import EXTRA_FIELDS, REQUIRED_FIELDS, SAMPLES, field_dtype
 
 # Events per generation batch. Part of the definition of the random stream: changing it changes
@@ -66,27 +67,6 @@ _BEAM_SPOT_XY, _BEAM_SPOT_Z = 0.015, 45.0  # mm
 
 Table = dict[str, np.ndarray]
 SPEED_OF_LIGHT_MM_PER_NS = 299.792458
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """Events of one batch as flat per-collection arrays plus per-event multiplicities."""
-
-    n_events: int
-    counts: dict[str, np.ndarray]
-    fields: dict[str, dict[str, np.ndarray]]
-
-    def to_awkward(self) -> dict:
-        """Collections as awkward record arrays, the form ``uproot`` writes as jagged branches."""
-        import awkward as ak
-
-        return {
-            coll: ak.zip(
-                {f: ak.unflatten(arr, self.counts[coll]) for f, arr in self.fields[coll].items()},
-                depth_limit=2,
-            )
-            for coll in self.fields
-        }
 
 
 # ----------------------------------------------------------------------------------------------
