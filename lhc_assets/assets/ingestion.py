@@ -8,11 +8,13 @@ assets stay separate in the graph (hlf_features and llf_features depend on raw_e
 materialized on their own: the feature tables alone are recomputed from the stored raw_events Parquet.
 """
 
+import json
 import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from dagster import (
@@ -23,6 +25,7 @@ from dagster import (
     AssetSpec,
     BackfillPolicy,
     Config,
+    DagsterLogManager,
     DynamicPartitionsDefinition,
     Failure,
     MetadataValue,
@@ -34,6 +37,7 @@ from dagster import (
 from pydantic import Field
 
 from lhc_assets.failures import FAILED_PARTITIONS_METADATA
+from lhc_assets.physics.collection_names import ENV_VAR, CollectionConfigError, CollectionNames
 from lhc_assets.physics.delphes_reader import DelphesInputError, inspect_file
 from lhc_assets.physics.features import SELECTED
 from lhc_assets.physics.ingest import (
@@ -66,6 +70,26 @@ from resources.storage import StorageResource
 delphes_files = DynamicPartitionsDefinition(name=PARTITIONS_DEF_NAME)
 
 
+def _role_field(key: str, default: str, alternatives: str = "") -> Any:
+    also = f"; if absent, the first of {alternatives} present is read, with a warning" if alternatives else ""
+    return Field(default=None, description=(
+        f"Delphes collection read as the {key} role (unset: {ENV_VAR}'s choice, else {default!r}{also}). "
+        "A name set here must be in the file, or its partition fails."))
+
+
+class CollectionsConfig(Config):
+    """The collection of the input files read for each role; None leaves the choice to LHC_DELPHES_COLLECTIONS,
+    else to the defaults (lhc_assets/physics/schema.py COLLECTION_CANDIDATES)."""
+
+    tracks: str | None = _role_field("tracks", "EFlowTrack")
+    photons: str | None = _role_field("photons", "EFlowPhoton")
+    neutral_hadrons: str | None = _role_field("neutral_hadrons", "EFlowNeutralHadron")
+    electron: str | None = _role_field("electron", "Electron", "ElectronMedium, ElectronTight, ElectronLoose")
+    muon: str | None = _role_field("muon", "MuonTight", "Muon, MuonMedium, MuonLoose")
+    jet: str | None = _role_field("jet", "Jet", "JetPUPPI")
+    missing_et: str | None = _role_field("missing_et", "MissingET", "PuppiMissingET")
+
+
 class IngestionConfig(Config):
     entries_per_split: int = Field(default=5000, description="Entries per Spark task; a large file uses several cores.")
     batch_size: int = Field(default=2000, description="Events per Arrow record batch (and Parquet row group).")
@@ -75,10 +99,25 @@ class IngestionConfig(Config):
         description="Parquet codec of llf_features. Its particle lists are float32 bytes that snappy shrinks only "
                     "about 1.5x at a large cost in write and read time, so they are stored uncompressed by default; "
                     "choose 'zstd' or 'snappy' to trade that time for about a third less disk.")
+    collections: CollectionsConfig = Field(
+        default_factory=CollectionsConfig,
+        description="Collection names per role when the Delphes card did not write the study's (MuonTight, Jet, ...).")
 
 
-def _resolve_inputs(keys: list[str], storage: StorageResource) -> tuple[list[dict], dict[str, str]]:
-    """Input file of every key, checked on the driver (cheap: headers and branch lists only).
+def _collection_names(config: IngestionConfig) -> CollectionNames:
+    """The run's explicit collection choices: LHC_DELPHES_COLLECTIONS (read now, so sensor runs and backfills see
+    the current value) with the run config's on top."""
+    try:
+        return CollectionNames.from_env().override(
+            CollectionNames.from_mapping(config.collections.model_dump(), "ingestion config 'collections'"))
+    except CollectionConfigError as exc:
+        raise Failure(description=str(exc)) from None
+
+
+def _resolve_inputs(keys: list[str], storage: StorageResource, names: CollectionNames,
+                    log: DagsterLogManager) -> tuple[list[dict], dict[str, str]]:
+    """Input file of every key, checked on the driver (cheap: headers and branch lists only), with the
+    collection of the file read for each role (``names``: the explicit choices).
 
     Returns the readable files and, per partition key, the problem with the others.
     """
@@ -90,11 +129,14 @@ def _resolve_inputs(keys: list[str], storage: StorageResource) -> tuple[list[dic
             continue
         sample, path = available[key]
         try:
-            info = inspect_file(str(path))
+            info = inspect_file(str(path), names)
         except DelphesInputError as exc:
             problems[key] = str(exc)
             continue
-        files.append({"path": str(path), "sample": sample, "partition_key": key, "num_entries": info.num_entries})
+        for warning in info.warnings:
+            log.warning(f"{key}: {warning}")
+        files.append({"path": str(path), "sample": sample, "partition_key": key, "num_entries": info.num_entries,
+                      "collections": info.collections, "collection_warnings": list(info.warnings)})
     return files, problems
 
 
@@ -157,7 +199,8 @@ def _tasks(files: list[dict], tables: list[str], staging: dict[str, Path], confi
     if RAW in tables:
         plan = plan_entry_ranges([f["num_entries"] for f in files], config.entries_per_split, parallelism)
         return [{"slices": [slice_(files[i], source=SOURCE_ROOT, path=files[i]["path"], part=f"part-{start:010d}",
-                                   start=start, stop=stop) for i, start, stop in task]} for task in plan]
+                                   start=start, stop=stop, collections=files[i]["collections"])
+                            for i, start, stop in task]} for task in plan]
     # Stored raw_events part files (one per ingestion batch) packed in order into tasks of up to
     # entries_per_split events, so that small files do not each pay a task's overhead, but into at least
     # as many tasks as there are cores when there are enough files.
@@ -210,6 +253,26 @@ def _raw_metadata(files: list[dict], summary: dict) -> dict:
     metadata = {"events_read": sum(s["events_read"] for s in summary.values()), "files": len(files)}
     if len(files) == 1:
         metadata["input_file"] = files[0]["path"]
+    return metadata | _collections_metadata(files)
+
+
+def _collections_metadata(files: list[dict]) -> dict:
+    """``collections_read`` (role -> the collection read; a table per partition when the files of the run
+    differ) and ``collection_warnings`` when a role fell back to another well-known collection."""
+    if not files:
+        return {}
+    read = {f["partition_key"]: f["collections"] for f in files}
+    if len({json.dumps(m, sort_keys=True) for m in read.values()}) == 1:
+        metadata = {"collections_read": MetadataValue.json(files[0]["collections"])}
+    else:
+        roles = list(files[0]["collections"])
+        lines = [f"| partition | {' | '.join(roles)} |", "|---|" + "---|" * len(roles)]
+        lines += [f"| {key} | {' | '.join(m[r] for r in roles)} |" for key, m in read.items()]
+        metadata = {"collections_read": MetadataValue.md("\n".join(lines))}
+    warnings = [f"* {f['partition_key']}: {w}" if len(files) > 1 else f"* {w}"
+                for f in files for w in f["collection_warnings"]]
+    if warnings:
+        metadata["collection_warnings"] = MetadataValue.md("\n".join(warnings))
     return metadata
 
 
@@ -258,7 +321,8 @@ def delphes_ingestion(
     keys = sorted(context.partition_keys)
     # Bad partitions are set aside (driver-side checks here, data errors from the tasks below); the run
     # fails naming each of them, after the good partitions are published.
-    files, problems = _resolve_inputs(keys, storage) if RAW in tables else _stored_raw_events(keys, io)
+    files, problems = (_resolve_inputs(keys, storage, _collection_names(config), context.log) if RAW in tables
+                       else _stored_raw_events(keys, io))
     session = spark.get_session()
     staging = {t: io.new_staging_dir(t) for t in tables}
     try:

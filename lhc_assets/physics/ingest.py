@@ -63,6 +63,9 @@ class Slice:
     batch_size: int = 2000
     compression: str = "snappy"  # Parquet codec of raw_events and hlf_features
     llf_compression: str = LLF_COMPRESSION  # of llf_features
+    # ROOT slices: role (raw_events column) -> the file's collection, as resolved on the driver
+    # (delphes_reader.inspect_file); None reads every role under its own name.
+    collections: dict[str, str] | None = None
 
 
 @dataclass
@@ -87,7 +90,8 @@ def _raw_columns(tables: set[str]) -> list[str]:
 
 def _batches(s: Slice) -> Iterator[pa.RecordBatch]:
     if s.source == SOURCE_ROOT:
-        yield from read_batches(s.path, s.sample, s.partition_key, s.start, s.stop, step=s.batch_size)
+        yield from read_batches(s.path, s.sample, s.partition_key, s.start, s.stop, step=s.batch_size,
+                                collections=s.collections)
         return
     try:
         parquet = pq.ParquetFile(s.path)

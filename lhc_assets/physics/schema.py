@@ -29,6 +29,35 @@ REQUIRED_FIELDS: Final = MappingProxyType(
     }
 )
 
+# Collection names depend on the Delphes card that wrote the file, so the collections above are *roles*:
+# the raw_events columns keep these canonical names whatever collection of the file filled them.
+# User-facing role key (ingestion config, LHC_DELPHES_COLLECTIONS, the data source's options) -> role.
+COLLECTION_ROLES: Final = MappingProxyType(
+    {
+        "tracks": "EFlowTrack",
+        "photons": "EFlowPhoton",
+        "neutral_hadrons": "EFlowNeutralHadron",
+        "electron": "Electron",
+        "muon": "MuonTight",
+        "jet": "Jet",
+        "missing_et": "MissingET",
+    }
+)
+
+# Well-known collection names of each role, in priority order; the first is the study's default. A role
+# not named explicitly reads the first of these the file has.
+COLLECTION_CANDIDATES: Final = MappingProxyType(
+    {
+        "EFlowTrack": ("EFlowTrack",),
+        "EFlowPhoton": ("EFlowPhoton",),
+        "EFlowNeutralHadron": ("EFlowNeutralHadron",),
+        "Electron": ("Electron", "ElectronMedium", "ElectronTight", "ElectronLoose"),
+        "MuonTight": ("MuonTight", "Muon", "MuonMedium", "MuonLoose"),
+        "Jet": ("Jet", "JetPUPPI"),
+        "MissingET": ("MissingET", "PuppiMissingET"),
+    }
+)
+
 # Fields real Delphes files carry that the pipeline must ignore. The generator writes them so
 # that readers are forced to prune.
 EXTRA_FIELDS: Final = MappingProxyType(

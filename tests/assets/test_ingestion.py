@@ -127,7 +127,7 @@ BAD_INPUTS = [
     ("zero_byte", badfiles.zero_byte, "empty file (0 bytes)"),
     ("not_root", badfiles.not_root, "not a readable ROOT file"),
     ("no_tree", badfiles.without_delphes_tree, "no TTree 'Delphes'"),
-    ("missing_branches", badfiles.missing_branches, "missing branches in tree 'Delphes': MuonTight.PT"),
+    ("missing_branches", badfiles.missing_branches, "missing branches in tree 'Delphes': Jet.BTag"),
     ("empty_tree", badfiles.empty_tree, "has no events"),
     ("nan", badfiles.with_nan, "NaN/inf value(s)"),
 ]
@@ -225,3 +225,38 @@ def test_stored_raw_files_are_packed_into_tasks_but_never_fewer_than_the_cores(t
     assert sizes(IngestionConfig(), 2) == [names[0:2], names[2:4], names[4:5]]
     # 4 cores: at most 2,125 events per task, so no two 2,000-event files share one.
     assert sizes(IngestionConfig(), 4) == [[n] for n in names]
+
+
+def test_collections_named_in_the_run_config_are_read_strictly_and_recorded(platform):
+    # Files from other Delphes cards: 'Muon' instead of 'MuonTight' (named in the config), the same plus
+    # 'JetPUPPI' instead of 'Jet' (jet left at its default: fallback with a warning), and 'MuonLoose' where
+    # the config says 'Muon' (an explicit choice is strict: that partition fails).
+    muon = platform.add_file("ttbar", name="muon.root",
+                             maker=lambda p: badfiles.renamed_collections(p, {"MuonTight": "Muon"}))
+    puppi = platform.add_file("wjets", name="puppi.root", maker=lambda p: badfiles.renamed_collections(
+        p, {"MuonTight": "Muon", "Jet": "JetPUPPI"}, sample="wjets"))
+    loose = platform.add_file("qcd", name="loose.root",
+                              maker=lambda p: badfiles.renamed_collections(p, {"MuonTight": "MuonLoose"}))
+    config = {"ops": {"delphes_ingestion": {"config": {"collections": {"muon": "Muon"}}}}}
+    result = platform.materialize([muon, puppi, loose], run_config=config)
+
+    assert not result.success
+    text = failure_messages(result)
+    assert "loose.root: muon collection 'Muon' (chosen explicitly) is not in tree 'Delphes'" in text, text
+    assert "the file has MuonLoose (set muon=MuonLoose" in text, text
+    assert "muon.root" not in text and "puppi.root" not in text
+    assert platform.version("raw_events", loose) is None
+
+    assert platform.table("raw_events", muon).num_rows == 50
+    meta = _metadata(platform, "raw_events", muon)
+    assert meta["collections_read"]["MuonTight"] == "Muon" and meta["collections_read"]["Jet"] == "Jet"
+    assert "collection_warnings" not in meta
+    meta = _metadata(platform, "raw_events", puppi)
+    assert meta["collections_read"]["MuonTight"] == "Muon" and meta["collections_read"]["Jet"] == "JetPUPPI"
+    assert meta["collection_warnings"] == "* jet: 'Jet' not in the file, read 'JetPUPPI'"
+    logs = platform.instance.all_logs(result.run_id)
+    assert any(f"{puppi}: jet: 'Jet' not in the file, read 'JetPUPPI'" in e.user_message for e in logs)
+    # The columns keep the study's names whatever collection filled them.
+    assert platform.table("raw_events", puppi).column("MuonTight").type == platform.table(
+        "raw_events", muon).column("MuonTight").type
+    assert platform.table("hlf_features", muon).num_rows > 0

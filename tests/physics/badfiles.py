@@ -73,3 +73,12 @@ def all_fail_selection(path: Path) -> Path:
     fields["MuonTight"]["PT"][:] = 5.0
     write_delphes_file(path, [replace(b, fields=fields)])
     return path
+
+
+def renamed_collections(path: Path, renames: dict[str, str], sample: str = "ttbar", n: int = 50) -> Path:
+    """A valid file as another Delphes card would write it: collections renamed (``{"MuonTight": "Muon"}``)."""
+    b = _batch(sample, n)
+    fields = {renames.get(c, c): v for c, v in b.fields.items()}
+    counts = {renames.get(c, c): v for c, v in b.counts.items()}
+    write_delphes_file(path, [replace(b, fields=fields, counts=counts)])
+    return path

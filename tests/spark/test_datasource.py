@@ -44,3 +44,29 @@ def test_reads_a_file_as_several_tasks_with_the_same_values_as_uproot(spark, gen
     # Spark SQL addresses fields the Delphes way.
     n = df.selectExpr("sum(size(EFlowTrack.PT)) as n").collect()[0]["n"]
     assert n == int(tree["EFlowTrack_size"].array(library="np").sum())
+
+
+def test_collection_options_name_the_files_collections_strictly(spark):
+    from pathlib import Path
+
+    spark.dataSource.register(DelphesDataSource)
+    path = str(Path(__file__).parents[1] / "data" / "delphes_nested" / "ttbar_muon_nested.root")
+    files = json.dumps([{"path": path, "sample": "ttbar", "partition_key": "ttbar/nested"}])
+
+    def read(**options):
+        reader = spark.read.format("delphes").option("files", files)
+        for k, v in options.items():
+            reader = reader.option(k, v)
+        return reader.load()
+
+    n_muons = int(uproot.open(path)["Delphes"]["Muon_size"].array(library="np").sum())
+    # The nested file has 'Muon': defaults fall back to it; naming it per role or in 'collections' reads it too.
+    for options in ({}, {"muon": "Muon"}, {"collections": "muon=Muon,jet=Jet"}, {"collections": "muon=MuonLoose",
+                                                                                   "muon": "Muon"}):
+        df = read(**options)
+        assert df.selectExpr("sum(size(MuonTight.PT)) as n").collect()[0]["n"] == n_muons, options
+    # An explicit name is strict.
+    with pytest.raises(Exception, match="muon collection 'MuonLoose' \\(chosen explicitly\\) is not in tree"):
+        read(collections="muon=MuonLoose").count()
+    with pytest.raises(Exception, match="delphes option 'collections': unknown role 'muons'"):
+        read(collections="muons=Muon").count()
