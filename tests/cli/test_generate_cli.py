@@ -60,6 +60,9 @@ def test_parallel_jobs_write_the_same_events_as_serial(tmp_path):
         ("--seed", "-1", "--seed: must not be negative"),
         ("--events-per-file", "ten", "expected a whole number"),
         ("--samples", "qcd,zjets", "unknown sample"),
+        ("--engine", "herwig", "invalid choice: 'herwig'"),
+        ("--pileup-mu", "20", "--pileup-mu applies to --engine pythia only"),
+        ("--pileup-pool", "0", "--pileup-pool: must be at least 1, got 0"),
     ],
 )
 def test_bad_options_exit_2_with_a_clear_message(tmp_path, option, value, message):
@@ -108,3 +111,32 @@ def test_failed_rewrite_keeps_the_previous_good_file(tmp_path):
         write_delphes_file(target, batches())
     assert target.read_bytes() == good
     assert _all_files(tmp_path) == [target]
+
+
+def test_pythia_engine_writes_named_files_serial_and_parallel_alike(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LHC_PYTHIA_CACHE", str(tmp_path / "cache"))
+    common = ["--engine", "pythia", "--events-per-file", "8", "--files-per-sample", "2", "--seed", "4",
+              "--samples", "ttbar", "--pileup-mu", "3", "--pileup-pool", "10"]
+    assert main(["--out", str(tmp_path / "a"), *common]) == 0
+    assert "wrote 2 file(s), 16 events" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path / "b"), "--jobs", "2", "--quiet", *common]) == 0
+    names = [p.relative_to(tmp_path / "a").as_posix() for p in _all_files(tmp_path / "a")]
+    assert names == ["ttbar/ttbar_pythia_seed4_0000.root", "ttbar/ttbar_pythia_seed4_0001.root"]
+    for name in names:
+        a = uproot.open(tmp_path / "a" / name)["Delphes"]
+        b = uproot.open(tmp_path / "b" / name)["Delphes"]
+        assert a.num_entries == b.num_entries == 8
+        pa, pb = (t["EFlowTrack.PT"].array(library="np") for t in (a, b))
+        assert all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=True))
+
+
+def test_pythia_engine_failure_is_reported(tmp_path, monkeypatch, capsys):
+    from lhc_assets.physics.generators import pythia
+
+    monkeypatch.setitem(pythia.PROCESSES, "wjets", pythia.Process(("NoSuchSetting:foo = on",)))
+    monkeypatch.setenv("LHC_PYTHIA_CACHE", str(tmp_path / "cache"))
+    rc = main(["--out", str(tmp_path / "out"), "--engine", "pythia", "--events-per-file", "5",
+               "--files-per-sample", "1", "--seed", "1", "--samples", "wjets"])
+    assert rc == 1
+    assert "Pythia rejected the setting 'NoSuchSetting:foo = on'" in capsys.readouterr().err
+    assert not [p for p in _all_files(tmp_path / "out") if p.suffix == ".root"]

@@ -1,0 +1,467 @@
+"""A Delphes-like fast detector simulation over flat particle arrays (numpy, fastjet; no per-particle Python).
+
+Input: the stable generator-level particles of a batch of events (hard scatter and overlaid pileup), one
+row per particle with its event index, in the order Delphes would see them (each event's hard-scatter
+particles, then its pileup), plus the heavy-flavour hadrons of the hard scatter for b-tagging. Output: an
+``EventBatch`` with the collections and fields of DESIGN.md section 3, as Delphes writes them.
+
+The response follows the modules of Delphes' CMS card (``cards/delphes_card_CMS.tcl``), simplified where
+the pipeline cannot see the difference (every simplification is named in ``DetectorCard`` or below):
+
+* **Tracker** (|eta| < 2.5, B = 3.8 T): charged particles above 0.1 GeV are found with the card's
+  efficiencies (hadrons, electrons and muons apart) and their pT smeared log-normally with a CMS-like
+  resolution. A track's ``X``/``Y``/``Z`` are its production vertex, so b- and c-hadron decays give
+  displaced tracks; direction and vertex are not smeared.
+* **Calorimeters** (|eta| < 3): photons and electrons deposit in ECAL cells (0.0174 x 1 degree), hadrons
+  in HCAL cells (0.087 x 5 degrees), K0S and Lambda 30 % / 70 %; muons and neutrinos nothing. Charged
+  particles reach the calorimeter surface (R = 1.29 m) bent in phi, and not at all below the pT at which
+  they curl up inside it (0.74 GeV). Each cell's energy is smeared with the card's resolution and kept
+  above its threshold and noise significance.
+* **Energy flow**: every reconstructed track is an ``EFlowTrack``; a cell gives an ``EFlowPhoton`` (ECAL)
+  or ``EFlowNeutralHadron`` (HCAL) with the energy left after subtracting the tracks that hit it (electron
+  tracks from ECAL cells, hadron tracks from HCAL cells), when that remainder is significant. Its
+  direction is drawn uniformly inside the cell, as Delphes does.
+* **Leptons**: electrons (|eta| < 2.5) and muons (|eta| < 2.4) above 10 GeV whose track was found, with
+  the card's identification efficiencies and their own momentum resolution; every one is also an
+  ``EFlowTrack`` with the same Eta and Phi. No isolation is required here: the pipeline computes its own.
+* **Jets**: anti-kT R = 0.4 (fastjet) on all energy-flow objects, pileup removed with the median pT
+  density rho of the event times the jet area (pi R^2), kept above 20 GeV. ``BTag`` by matching to a b
+  hadron (else a c hadron) within Delta R < 0.4, with 70 % / 18 % / 1.2 % efficiency for b / c / light.
+* **MissingET**: minus the vector sum of all energy-flow objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from lhc_assets.physics.generators.events import EventBatch
+from lhc_assets.physics.schema import field_dtype
+
+Table = dict[str, np.ndarray]
+
+# Stable particles the detector cannot see.
+NEUTRINOS = (12, 14, 16)
+# Long-lived neutral hadrons sharing their energy between the calorimeters (Delphes CMS card).
+_SHARED_ECAL_FRACTION = {310: 0.3, 3122: 0.3}
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    """Parameters of the fast simulation, CMS-like (Delphes' CMS card) unless noted."""
+
+    b_field: float = 3.8  # T
+    calo_radius: float = 1.29  # m, radius of the calorimeter surface the tracks are propagated to
+    tracker_eta: float = 2.5
+    track_min_pt: float = 0.1  # GeV
+    calo_eta: float = 3.0  # the forward calorimeter (3 < |eta| < 5) is not simulated
+    ecal_deta: float = 0.0174
+    ecal_nphi: int = 360
+    hcal_deta: float = 0.087
+    hcal_nphi: int = 72
+    ecal_energy_min: float = 0.5  # GeV
+    ecal_significance_min: float = 2.0
+    hcal_energy_min: float = 1.0
+    hcal_significance_min: float = 1.0
+    electron_eta: float = 2.5
+    muon_eta: float = 2.4
+    lepton_min_pt: float = 10.0
+    jet_radius: float = 0.4
+    jet_min_pt: float = 20.0
+    rho_eta: float = 2.5  # the median pT density is taken over |eta| < rho_eta
+    rho_cells_eta: int = 10
+    rho_cells_phi: int = 12
+    btag_efficiency: tuple[float, float, float] = (0.70, 0.18, 0.012)  # b, c, light jets in the tracker
+    btag_match_dr: float = 0.4
+    heavy_hadron_min_pt: float = 5.0  # GeV, hadrons used for flavour matching
+
+    @property
+    def curl_pt(self) -> float:
+        """pT (GeV) below which a charged particle curls up before the calorimeter surface: 0.3 B R / 2."""
+        return 0.3 * self.b_field * self.calo_radius / 2.0
+
+
+CMS = DetectorCard()
+
+
+# ----------------------------------------------------------------------------------------------
+# response functions (vectorized over particles)
+
+
+def track_efficiency(kind: np.ndarray, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Probability that a charged particle in the tracker is found; ``kind`` 0 hadron, 1 electron, 2 muon."""
+    barrel = abs_eta <= 1.5
+    low = pt <= 1.0
+    # (barrel low pT, barrel high pT, endcap low pT, endcap high pT) per kind, from the CMS card
+    table = np.array([[0.70, 0.95, 0.60, 0.85], [0.73, 0.95, 0.50, 0.83], [0.75, 0.99, 0.70, 0.98]])
+    column = np.where(barrel, np.where(low, 0, 1), np.where(low, 2, 3))
+    return table[kind, column]
+
+
+def track_resolution(pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Relative pT resolution of a track: a multiple-scattering term and one growing with pT (CMS-like)."""
+    a = np.where(abs_eta <= 0.5, 0.006, np.where(abs_eta <= 1.5, 0.010, 0.020))
+    b = np.where(abs_eta <= 0.5, 1.5e-4, np.where(abs_eta <= 1.5, 2.0e-4, 3.0e-4))
+    return np.sqrt(a * a + (b * pt) ** 2)
+
+
+def electron_resolution(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Relative energy resolution of an electron (tracker and ECAL combined)."""
+    e = np.maximum(energy, 1e-3)
+    return np.where(abs_eta <= 1.5, np.sqrt(0.01**2 + 0.05**2 / e), np.sqrt(0.02**2 + 0.10**2 / e))
+
+
+def muon_resolution(pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Relative pT resolution of a muon (tracker and muon system)."""
+    return np.where(abs_eta <= 1.5, np.sqrt(0.01**2 + (1.0e-4 * pt) ** 2), np.sqrt(0.015**2 + (1.5e-4 * pt) ** 2))
+
+
+def ecal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Absolute ECAL energy resolution (GeV): constant, stochastic and noise terms of the CMS card."""
+    barrel = np.sqrt((0.009 * energy) ** 2 + 0.12**2 * energy + 0.45**2)
+    endcap = np.sqrt((0.006 * energy) ** 2 + 0.08**2 * energy + 0.15**2)
+    return np.where(abs_eta <= 1.5, barrel, endcap)
+
+
+def hcal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Absolute HCAL energy resolution (GeV), CMS card (|eta| < 3)."""
+    del abs_eta  # one formula over the simulated range
+    return np.sqrt((0.050 * energy) ** 2 + 1.50**2 * energy)
+
+
+def log_normal(rng: np.random.Generator, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Log-normal draws with the given mean and standard deviation (Delphes' smearing: never negative)."""
+    mean = np.maximum(mean, 1e-12)
+    s2 = np.log1p((sigma / mean) ** 2)
+    return mean * np.exp(np.sqrt(s2) * rng.standard_normal(mean.shape[0]) - 0.5 * s2)
+
+
+def pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pt = np.hypot(px, py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.where(pt > 0, np.arcsinh(pz / np.where(pt > 0, pt, 1.0)), np.sign(pz) * 1e3)
+    return pt, eta, np.arctan2(py, px)
+
+
+def wrap_phi(phi: np.ndarray) -> np.ndarray:
+    return (phi + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def concat_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(start, stop) for every pair, without a Python loop."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - offsets)
+
+
+def _take(table: Table, index: np.ndarray) -> Table:
+    return {k: v[index] for k, v in table.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# the simulation steps
+
+
+@dataclass
+class _Truth:
+    """Derived per-particle quantities of the visible input particles."""
+
+    event: np.ndarray
+    pid: np.ndarray
+    charge: np.ndarray
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    energy: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    vz: np.ndarray
+
+
+def _truth(particles: Table) -> _Truth:
+    visible = ~np.isin(np.abs(particles["pid"]), NEUTRINOS)
+    p = _take(particles, np.flatnonzero(visible))
+    pt, eta, phi = pt_eta_phi(p["px"], p["py"], p["pz"])
+    return _Truth(p["event"], p["pid"], p["charge"], pt, eta, phi, p["e"], p["vx"], p["vy"], p["vz"])
+
+
+def _tracks(t: _Truth, rng: np.random.Generator, card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the particles found as tracks (in input order) and their smeared pT."""
+    apid = np.abs(t.pid)
+    abs_eta = np.abs(t.eta)
+    candidates = np.flatnonzero((t.charge != 0) & (abs_eta < card.tracker_eta) & (t.pt > card.track_min_pt))
+    kind = np.select([apid[candidates] == 11, apid[candidates] == 13], [1, 2], 0)
+    found = rng.random(candidates.shape[0]) < track_efficiency(kind, t.pt[candidates], abs_eta[candidates])
+    idx = candidates[found]
+    pt = log_normal(rng, t.pt[idx], t.pt[idx] * track_resolution(t.pt[idx], abs_eta[idx]))
+    return idx, pt
+
+
+def _leptons(t: _Truth, tracks: np.ndarray, rng: np.random.Generator, card: DetectorCard) -> dict[str, Table]:
+    """Electrons and muons among the found tracks, with identification efficiency and their own resolution."""
+    apid = np.abs(t.pid[tracks])
+    abs_eta = np.abs(t.eta[tracks])
+    pt = t.pt[tracks]
+    out = {}
+    # (collection, |PID|, acceptance, identification efficiency in the barrel / endcaps), CMS card
+    for name, code, max_eta, barrel_eff, endcap_eff in (("Electron", 11, card.electron_eta, 0.95, 0.85),
+                                                        ("Muon", 13, card.muon_eta, 0.95, 0.90)):
+        cand = np.flatnonzero((apid == code) & (abs_eta < max_eta) & (pt > card.lepton_min_pt))
+        eff = np.where(abs_eta[cand] <= 1.5, barrel_eff, endcap_eff)
+        sel = tracks[cand[rng.random(cand.shape[0]) < eff]]
+        sel_abs_eta = np.abs(t.eta[sel])
+        rel = (electron_resolution(t.pt[sel] * np.cosh(t.eta[sel]), sel_abs_eta) if code == 11
+               else muon_resolution(t.pt[sel], sel_abs_eta))
+        smeared = log_normal(rng, t.pt[sel], t.pt[sel] * rel)
+        out[name] = {"event": t.event[sel], "PT": smeared, "Eta": t.eta[sel], "Phi": t.phi[sel],
+                     "Charge": t.charge[sel]}
+    return out
+
+
+def _calorimeter_position(t: _Truth, card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of particles reaching the calorimeter surface, and their phi there (bent by the field)."""
+    charged = t.charge != 0
+    reach = (np.abs(t.eta) < card.calo_eta) & (~charged | (t.pt > card.curl_pt))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bend = np.where(charged & reach, np.arcsin(np.minimum(1.0, card.curl_pt / np.maximum(t.pt, 1e-9))), 0.0)
+    return reach, wrap_phi(t.phi - t.charge * bend)
+
+
+def _cell(eta: np.ndarray, phi: np.ndarray, deta: float, nphi: int, max_eta: float) -> np.ndarray:
+    n_eta = int(np.ceil(2.0 * max_eta / deta))
+    ieta = np.clip(((eta + max_eta) / deta).astype(np.int64), 0, n_eta - 1)
+    iphi = ((phi + np.pi) / (2.0 * np.pi) * nphi).astype(np.int64) % nphi
+    return ieta * nphi + iphi
+
+
+def _energy_flow_towers(
+    event: np.ndarray, cell: np.ndarray, energy: np.ndarray, track_event: np.ndarray, track_cell: np.ndarray,
+    track_energy: np.ndarray, track_var: np.ndarray, sigma, energy_min: float, significance_min: float,
+    deta: float, nphi: int, max_eta: float, rng: np.random.Generator,
+) -> Table:
+    """One calorimeter: deposits summed per cell, smeared, thresholded, tracks subtracted (energy flow).
+
+    Returns the neutral energy-flow objects in cell order per event, as Delphes writes its towers.
+    """
+    n_cells = int(np.ceil(2.0 * max_eta / deta)) * nphi
+    keys = event * n_cells + cell
+    towers, inverse = np.unique(keys, return_inverse=True)
+    if towers.shape[0] == 0:
+        return {k: np.zeros(0, np.int64 if k == "event" else np.float64) for k in ("event", "ET", "Eta", "Phi", "E")}
+    deposit = np.bincount(inverse, energy, towers.shape[0])
+    # Tracks pointing at a cell with a deposit (a track's own particle always deposits in that cell).
+    tkeys = track_event * n_cells + track_cell
+    pos = np.minimum(np.searchsorted(towers, tkeys), towers.shape[0] - 1)
+    hit = towers[pos] == tkeys
+    tower_tracks = np.bincount(pos[hit], track_energy[hit], towers.shape[0])
+    tower_track_var = np.bincount(pos[hit], track_var[hit], towers.shape[0])
+
+    ieta = (towers % n_cells) // nphi
+    iphi = towers % nphi
+    eta_lo = -max_eta + ieta * deta
+    centre_eta = np.abs(eta_lo + 0.5 * deta)
+    sig = sigma(deposit, centre_eta)
+    measured = log_normal(rng, deposit, sig)
+    measured = np.where((measured < energy_min) | (measured < significance_min * sig), 0.0, measured)
+    neutral = np.maximum(measured - tower_tracks, 0.0)
+    significance = neutral / np.sqrt(tower_track_var + sig * sig)
+    keep = np.flatnonzero((neutral > energy_min) & (significance > significance_min))
+    n = keep.shape[0]
+    eta = eta_lo[keep] + deta * rng.random(n)
+    phi = -np.pi + (iphi[keep] + rng.random(n)) * (2.0 * np.pi / nphi)
+    e = neutral[keep]
+    return {"event": towers[keep] // n_cells, "ET": e / np.cosh(eta), "Eta": eta, "Phi": phi, "E": e}
+
+
+def _calorimeters(t: _Truth, tracks: np.ndarray, track_pt: np.ndarray, rng: np.random.Generator,
+                  card: DetectorCard) -> tuple[Table, Table]:
+    """EFlowPhoton (ECAL) and EFlowNeutralHadron (HCAL) objects."""
+    apid = np.abs(t.pid)
+    reach, phi_calo = _calorimeter_position(t, card)
+    ecal_frac = np.where((apid == 22) | (apid == 11), 1.0, 0.0)
+    for code, frac in _SHARED_ECAL_FRACTION.items():
+        ecal_frac = np.where(apid == code, frac, ecal_frac)
+    hadron = ~np.isin(apid, (11, 13, 22))
+    hcal_frac = np.where(hadron, 1.0 - ecal_frac, 0.0)
+
+    # Tracks subtracted from the cell they point at: electrons from ECAL, hadrons from HCAL.
+    t_reach = reach[tracks]
+    t_apid = apid[tracks]
+    t_energy = track_pt * np.cosh(t.eta[tracks])
+    t_var = (t_energy * track_resolution(track_pt, np.abs(t.eta[tracks]))) ** 2
+    out = []
+    for frac, track_sel, deta, nphi, sigma, emin, smin in (
+        (ecal_frac, t_reach & (t_apid == 11), card.ecal_deta, card.ecal_nphi, ecal_sigma,
+         card.ecal_energy_min, card.ecal_significance_min),
+        (hcal_frac, t_reach & (t_apid != 11) & (t_apid != 13), card.hcal_deta, card.hcal_nphi, hcal_sigma,
+         card.hcal_energy_min, card.hcal_significance_min),
+    ):
+        dep = np.flatnonzero(reach & (frac > 0))
+        ts = tracks[track_sel]
+        out.append(_energy_flow_towers(
+            t.event[dep], _cell(t.eta[dep], phi_calo[dep], deta, nphi, card.calo_eta), t.energy[dep] * frac[dep],
+            t.event[ts], _cell(t.eta[ts], phi_calo[ts], deta, nphi, card.calo_eta), t_energy[track_sel],
+            t_var[track_sel], sigma, emin, smin, deta, nphi, card.calo_eta, rng,
+        ))
+    return out[0], out[1]
+
+
+def _rho(event: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, n_events: int,
+         card: DetectorCard) -> np.ndarray:
+    """Median pT density (GeV per unit area) of each event over a grid of cells in |eta| < rho_eta."""
+    inside = np.abs(eta) < card.rho_eta
+    n_cells = card.rho_cells_eta * card.rho_cells_phi
+    ieta = ((eta[inside] + card.rho_eta) / (2 * card.rho_eta) * card.rho_cells_eta).astype(np.int64)
+    iphi = ((phi[inside] + np.pi) / (2 * np.pi) * card.rho_cells_phi).astype(np.int64) % card.rho_cells_phi
+    keys = event[inside] * n_cells + np.minimum(ieta, card.rho_cells_eta - 1) * card.rho_cells_phi + iphi
+    sums = np.bincount(keys, pt[inside], n_events * n_cells).reshape(n_events, n_cells)
+    area = (2 * card.rho_eta / card.rho_cells_eta) * (2 * np.pi / card.rho_cells_phi)
+    return np.median(sums, axis=1) / area
+
+
+_FASTJET_READY = False
+
+
+def _fastjet():
+    """The fastjet module, its once-per-process banner kept off stdout (the citation it asks for is in
+    docs/physics.md): it is printed by the C++ library at the first clustering, so that one runs on a
+    dummy event with file descriptor 1 pointed at /dev/null."""
+    global _FASTJET_READY
+    import fastjet
+
+    if not _FASTJET_READY:
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            one = ak.Array([[{"px": 1.0, "py": 0.0, "pz": 0.0, "E": 1.0}]])
+            fastjet.ClusterSequence(one, fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4)).inclusive_jets()
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers go to /dev/null too
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _FASTJET_READY = True
+    return fastjet
+
+
+def _jets(flow: Table, n_events: int, hadrons: Table, rng: np.random.Generator, card: DetectorCard) -> Table:
+    """anti-kT jets of the energy-flow objects, pileup-subtracted, b-tagged; in descending PT per event."""
+    fastjet = _fastjet()
+    order = np.argsort(flow["event"], kind="stable")
+    f = _take(flow, order)
+    counts = np.bincount(f["event"], minlength=n_events)
+    px, py, pz = f["pt"] * np.cos(f["phi"]), f["pt"] * np.sin(f["phi"]), f["pt"] * np.sinh(f["eta"])
+    energy = f["pt"] * np.cosh(f["eta"])  # massless, as the pipeline treats every object
+    vectors = ak.unflatten(ak.zip({"px": px, "py": py, "pz": pz, "E": energy}), counts)
+    definition = fastjet.JetDefinition(fastjet.antikt_algorithm, card.jet_radius)
+    sequence = fastjet.ClusterSequence(vectors, definition)
+    raw = sequence.inclusive_jets(min_pt=card.jet_min_pt)  # subtraction only lowers pT
+    members = sequence.constituent_index(min_pt=card.jet_min_pt)
+    n_jets = ak.to_numpy(ak.num(raw))
+    event = np.repeat(np.arange(n_events), n_jets)
+    jx, jy, jz, je = (ak.to_numpy(ak.flatten(raw[c])) for c in ("px", "py", "pz", "E"))
+    # Charged constituents: the constituent indices are positions within the event's energy-flow objects.
+    n_const = ak.to_numpy(ak.flatten(ak.num(members, axis=-1)))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    member_global = np.repeat(offsets[event], n_const) + ak.to_numpy(ak.flatten(members, axis=None))
+    jet_of_member = np.repeat(np.arange(n_const.shape[0]), n_const)
+    n_charged = np.bincount(jet_of_member, f["charged"][member_global], n_const.shape[0]).astype(np.int64)
+
+    rho = _rho(f["event"], f["pt"], f["eta"], f["phi"], n_events, card)
+    jpt = np.hypot(jx, jy)
+    scale = np.maximum(0.0, 1.0 - rho[event] * np.pi * card.jet_radius**2 / np.maximum(jpt, 1e-9))
+    jx, jy, jz, je = jx * scale, jy * scale, jz * scale, je * scale
+    pt, eta, phi = pt_eta_phi(jx, jy, jz)
+    mass = np.sqrt(np.maximum(je * je - jx * jx - jy * jy - jz * jz, 0.0))
+    keep = np.flatnonzero(pt > card.jet_min_pt)
+    jets = {"event": event[keep], "PT": pt[keep], "Eta": eta[keep], "Phi": phi[keep], "Mass": mass[keep],
+            "NCharged": n_charged[keep], "NNeutrals": (n_const - n_charged)[keep]}
+    flavour = _flavour(jets, hadrons, n_events, card)
+    eff = np.asarray(card.btag_efficiency)[np.select([flavour == 5, flavour == 4], [0, 1], 2)]
+    eff = np.where(np.abs(jets["Eta"]) < card.tracker_eta, eff, 0.0)
+    jets["BTag"] = (rng.random(keep.shape[0]) < eff).astype(np.int32)
+    order = np.lexsort((-jets["PT"], jets["event"]))
+    return _take(jets, order)
+
+
+def _flavour(jets: Table, hadrons: Table, n_events: int, card: DetectorCard) -> np.ndarray:
+    """5 for a jet with a b hadron within btag_match_dr, else 4 with a c hadron, else 0."""
+    h = _take(hadrons, np.flatnonzero(hadrons["pt"] > card.heavy_hadron_min_pt))
+    order = np.argsort(h["event"], kind="stable")
+    h = _take(h, order)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(h["event"], minlength=n_events))])
+    n_h = offsets[jets["event"] + 1] - offsets[jets["event"]]
+    jet_of_pair = np.repeat(np.arange(jets["PT"].shape[0]), n_h)
+    hadron_of_pair = concat_ranges(offsets[jets["event"]], offsets[jets["event"] + 1])
+    deta = jets["Eta"][jet_of_pair] - h["eta"][hadron_of_pair]
+    dphi = wrap_phi(jets["Phi"][jet_of_pair] - h["phi"][hadron_of_pair])
+    close = deta * deta + dphi * dphi < card.btag_match_dr**2
+    flavour = np.zeros(jets["PT"].shape[0], np.int64)
+    np.maximum.at(flavour, jet_of_pair[close], h["flavour"][hadron_of_pair][close])
+    return flavour
+
+
+def _by_event(table: Table, n_events: int) -> tuple[Table, np.ndarray]:
+    order = np.argsort(table["event"], kind="stable")
+    return _take(table, order), np.bincount(table["event"], minlength=n_events)
+
+
+def simulate(particles: Table, hadrons: Table, n_events: int, rng: np.random.Generator,
+             card: DetectorCard = CMS, muon_collection: str = "MuonTight") -> EventBatch:
+    """Detector response to a batch of events.
+
+    ``particles``: stable particles, ordered by event (hard scatter first, then pileup, as Delphes merges
+    them), with ``event``, ``pid``, ``charge`` (units of e), ``px``/``py``/``pz``/``e`` (GeV) and
+    ``vx``/``vy``/``vz`` (production vertex, mm). ``hadrons``: the b and c hadrons of the hard scatter
+    (``event``, ``pt``, ``eta``, ``phi``, ``flavour`` 5 or 4) for b-tagging.
+    """
+    t = _truth(particles)
+    tracks, track_pt = _tracks(t, rng, card)
+    leptons = _leptons(t, tracks, rng, card)
+    photons, neutrals = _calorimeters(t, tracks, track_pt, rng, card)
+
+    track_table = {
+        "event": t.event[tracks], "PT": track_pt, "Eta": t.eta[tracks], "Phi": t.phi[tracks],
+        "PID": t.pid[tracks], "Charge": t.charge[tracks], "X": t.vx[tracks], "Y": t.vy[tracks], "Z": t.vz[tracks],
+    }
+    track_table["D0"] = track_table["X"] * np.sin(track_table["Phi"]) - track_table["Y"] * np.cos(track_table["Phi"])
+    track_table["DZ"] = track_table["Z"]
+
+    flow = {
+        "event": np.concatenate([track_table["event"], photons["event"], neutrals["event"]]),
+        "pt": np.concatenate([track_pt, photons["ET"], neutrals["ET"]]),
+        "eta": np.concatenate([track_table["Eta"], photons["Eta"], neutrals["Eta"]]),
+        "phi": np.concatenate([track_table["Phi"], photons["Phi"], neutrals["Phi"]]),
+        "charged": np.concatenate([np.ones(tracks.shape[0], np.int64),
+                                   np.zeros(photons["ET"].shape[0] + neutrals["ET"].shape[0], np.int64)]),
+    }
+    jets = _jets(flow, n_events, hadrons, rng, card)
+
+    mx = -np.bincount(flow["event"], flow["pt"] * np.cos(flow["phi"]), n_events)
+    my = -np.bincount(flow["event"], flow["pt"] * np.sin(flow["phi"]), n_events)
+    mz = -np.bincount(flow["event"], flow["pt"] * np.sinh(flow["eta"]), n_events)
+    met, met_eta, met_phi = pt_eta_phi(mx, my, mz)
+
+    collections: dict[str, Table] = {
+        "EFlowTrack": track_table, "EFlowPhoton": photons, "EFlowNeutralHadron": neutrals, "Jet": jets,
+        "Electron": _by_pt(leptons["Electron"]), muon_collection: _by_pt(leptons["Muon"]),
+        "MissingET": {"event": np.arange(n_events), "MET": met, "Eta": met_eta, "Phi": met_phi},
+    }
+    counts, fields = {}, {}
+    for name, table in collections.items():
+        grouped, counts[name] = _by_event(table, n_events)
+        fields[name] = {k: np.ascontiguousarray(v, dtype=field_dtype(k)) for k, v in grouped.items() if k != "event"}
+    return EventBatch(n_events, {k: v.astype(np.int64) for k, v in counts.items()}, fields)
+
+
+def _by_pt(table: Table) -> Table:
+    return _take(table, np.argsort(-table["PT"], kind="stable"))
