@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export DAGSTER_HOME  ?= $(CURDIR)/.dagster_home
 export LHC_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: install run test test-fast ui lint bench clean check-java browser screenshots
+.PHONY: install run physics test test-fast ui lint bench clean check-java browser screenshots
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 
 run: install check-java $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/lhc-run
+
+# The whole graph on a physics-grade sample (Pythia 8, pileup, Delphes-like fast simulation; about 30
+# minutes on 2 cores), in its own data root and Dagster instance so it never mixes with make run's toy data.
+PHYSICS_DATA_ROOT    ?= $(CURDIR)/data-pythia
+PHYSICS_DAGSTER_HOME ?= $(CURDIR)/.dagster_home_pythia
+physics: install check-java
+	LHC_DATA_ROOT=$(PHYSICS_DATA_ROOT) DAGSTER_HOME=$(PHYSICS_DAGSTER_HOME) $(BIN)/lhc-run --source pythia
 
 # Debian's chromium, for the UI end-to-end test (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
@@ -61,4 +68,4 @@ bench: install check-java
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(DAGSTER_HOME) .pytest_cache .ruff_cache
+	rm -rf $(DAGSTER_HOME) $(PHYSICS_DAGSTER_HOME) .pytest_cache .ruff_cache
