@@ -9,6 +9,7 @@ from dagster import BetaWarning, Definitions, in_process_executor, with_source_c
 from lhc_assets.assets.datasets import dataset_asset_checks, dataset_assets, dataset_jobs
 from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.assets.models import model_assets, model_checks, model_jobs
+from lhc_assets.assets.physics import physics_assets
 from lhc_assets.automation import retrain_on_new_data, with_retrain_conditions
 from lhc_assets.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
@@ -26,7 +27,7 @@ def build_definitions() -> Definitions:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # code references are beta in 1.13; the UI shows them fine
         assets = with_retrain_conditions(
-            with_source_code_references([*ingestion_assets, *dataset_assets, *model_assets]))
+            with_source_code_references([*ingestion_assets, *dataset_assets, *model_assets, *physics_assets]))
     return Definitions(
         assets=assets,
         asset_checks=[*dataset_asset_checks, *model_checks],
