@@ -12,8 +12,9 @@ the pipeline cannot see the difference (every simplification is named in ``Detec
   efficiencies (hadrons, electrons and muons apart) and their pT smeared log-normally with a CMS-like
   resolution. A track's ``X``/``Y``/``Z`` are its production vertex, so b- and c-hadron decays give
   displaced tracks; direction and vertex are not smeared.
-* **Calorimeters** (|eta| < 3): photons and electrons deposit in ECAL cells (0.0174 x 1 degree), hadrons
-  in HCAL cells (0.087 x 5 degrees), K0S and Lambda 30 % / 70 %; muons and neutrinos nothing. Charged
+* **Calorimeters** (|eta| < 5): photons and electrons deposit in ECAL cells (0.0174 x 1 degree), hadrons
+  in HCAL cells (0.087 x 5 degrees), K0S and Lambda 30 % / 70 %; muons and neutrinos nothing; beyond
+  |eta| = 3 the forward calorimeter's cells (0.175 x 10 degrees) take both parts. Charged
   particles reach the calorimeter surface (R = 1.29 m) bent in phi, and not at all below the pT at which
   they curl up inside it (0.74 GeV). Each cell's energy is smeared with the card's resolution and kept
   above its threshold and noise significance.
@@ -59,11 +60,14 @@ class DetectorCard:
     calo_radius: float = 1.29  # m, radius of the calorimeter surface the tracks are propagated to
     tracker_eta: float = 2.5
     track_min_pt: float = 0.1  # GeV
-    calo_eta: float = 3.0  # the forward calorimeter (3 < |eta| < 5) is not simulated
+    calo_eta: float = 5.0  # the forward calorimeter (3 < |eta| < 5) included, as in the CMS card
+    forward_eta: float = 3.0  # where the coarser forward cells begin
     ecal_deta: float = 0.0174
     ecal_nphi: int = 360
     hcal_deta: float = 0.087
     hcal_nphi: int = 72
+    forward_deta: float = 0.175  # forward cells (ECAL and HCAL parts): 0.175 x 10 degrees
+    forward_nphi: int = 36
     ecal_energy_min: float = 0.5  # GeV
     ecal_significance_min: float = 2.0
     hcal_energy_min: float = 1.0
@@ -125,13 +129,15 @@ def ecal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
     """Absolute ECAL energy resolution (GeV): constant, stochastic and noise terms of the CMS card."""
     barrel = np.sqrt((0.009 * energy) ** 2 + 0.12**2 * energy + 0.45**2)
     endcap = np.sqrt((0.006 * energy) ** 2 + 0.08**2 * energy + 0.15**2)
-    return np.where(abs_eta <= 1.5, barrel, endcap)
+    forward = np.sqrt((0.107 * energy) ** 2 + 2.08**2 * energy)
+    return np.where(abs_eta <= 1.5, barrel, np.where(abs_eta <= 2.5, endcap, forward))
 
 
 def hcal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-    """Absolute HCAL energy resolution (GeV), CMS card (|eta| < 3)."""
-    del abs_eta  # one formula over the simulated range
-    return np.sqrt((0.050 * energy) ** 2 + 1.50**2 * energy)
+    """Absolute HCAL energy resolution (GeV), CMS card: HCAL to |eta| = 3, the forward calorimeter beyond."""
+    central = np.sqrt((0.050 * energy) ** 2 + 1.50**2 * energy)
+    forward = np.sqrt((0.130 * energy) ** 2 + 2.70**2 * energy)
+    return np.where(abs_eta <= 3.0, central, forward)
 
 
 def log_normal(rng: np.random.Generator, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -235,23 +241,71 @@ def _calorimeter_position(t: _Truth, card: DetectorCard) -> tuple[np.ndarray, np
     return reach, wrap_phi(t.phi - t.charge * bend)
 
 
-def _cell(eta: np.ndarray, phi: np.ndarray, deta: float, nphi: int, max_eta: float) -> np.ndarray:
-    n_eta = int(np.ceil(2.0 * max_eta / deta))
-    ieta = np.clip(((eta + max_eta) / deta).astype(np.int64), 0, n_eta - 1)
-    iphi = ((phi + np.pi) / (2.0 * np.pi) * nphi).astype(np.int64) % nphi
-    return ieta * nphi + iphi
+@dataclass(frozen=True)
+class Segmentation:
+    """Calorimeter cells: (deta x 2 pi / nphi) up to |eta| = forward_eta, coarser forward cells to max_eta.
+
+    A cell is an integer: central cells first (eta band by eta band, phi within), then the forward ones.
+    """
+
+    deta: float
+    nphi: int
+    forward_eta: float
+    max_eta: float
+    forward_deta: float
+    forward_nphi: int
+
+    @property
+    def _n_central_eta(self) -> int:
+        return int(np.ceil(2.0 * self.forward_eta / self.deta))
+
+    @property
+    def _n_forward_eta(self) -> int:  # per side
+        return int(np.ceil((self.max_eta - self.forward_eta) / self.forward_deta))
+
+    @property
+    def n_cells(self) -> int:
+        return self._n_central_eta * self.nphi + 2 * self._n_forward_eta * self.forward_nphi
+
+    def cell(self, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        central = np.abs(eta) < self.forward_eta
+        ieta = np.clip(((eta + self.forward_eta) / self.deta).astype(np.int64), 0, self._n_central_eta - 1)
+        iphi = ((phi + np.pi) / (2.0 * np.pi) * self.nphi).astype(np.int64) % self.nphi
+        # Forward: band 0.. on the negative side, then n_forward_eta.. on the positive side.
+        band = np.minimum(((np.abs(eta) - self.forward_eta) / self.forward_deta).astype(np.int64),
+                          self._n_forward_eta - 1)
+        fband = np.where(eta < 0, self._n_forward_eta - 1 - band, self._n_forward_eta + band)
+        fphi = ((phi + np.pi) / (2.0 * np.pi) * self.forward_nphi).astype(np.int64) % self.forward_nphi
+        forward = self._n_central_eta * self.nphi + fband * self.forward_nphi + fphi
+        return np.where(central, ieta * self.nphi + iphi, forward)
+
+    def bounds(self, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Lower eta edge, eta width, lower phi edge and phi width of each cell."""
+        n_central = self._n_central_eta * self.nphi
+        central = cell < n_central
+        f = cell - n_central
+        fband = f // self.forward_nphi
+        # Bands are counted outwards from |eta| = forward_eta on each side.
+        side_low = np.where(fband < self._n_forward_eta,
+                            -self.forward_eta - (self._n_forward_eta - fband) * self.forward_deta,
+                            self.forward_eta + (fband - self._n_forward_eta) * self.forward_deta)
+        eta_lo = np.where(central, -self.forward_eta + (cell // self.nphi) * self.deta, side_low)
+        deta = np.where(central, self.deta, self.forward_deta)
+        dphi = np.where(central, 2.0 * np.pi / self.nphi, 2.0 * np.pi / self.forward_nphi)
+        iphi = np.where(central, cell % self.nphi, f % self.forward_nphi)
+        return eta_lo, deta, -np.pi + iphi * dphi, dphi
 
 
 def _energy_flow_towers(
     event: np.ndarray, cell: np.ndarray, energy: np.ndarray, track_event: np.ndarray, track_cell: np.ndarray,
     track_energy: np.ndarray, track_var: np.ndarray, sigma, energy_min: float, significance_min: float,
-    deta: float, nphi: int, max_eta: float, rng: np.random.Generator,
+    segmentation: Segmentation, rng: np.random.Generator,
 ) -> Table:
     """One calorimeter: deposits summed per cell, smeared, thresholded, tracks subtracted (energy flow).
 
     Returns the neutral energy-flow objects in cell order per event, as Delphes writes its towers.
     """
-    n_cells = int(np.ceil(2.0 * max_eta / deta)) * nphi
+    n_cells = segmentation.n_cells
     keys = event * n_cells + cell
     towers, inverse = np.unique(keys, return_inverse=True)
     if towers.shape[0] == 0:
@@ -264,19 +318,16 @@ def _energy_flow_towers(
     tower_tracks = np.bincount(pos[hit], track_energy[hit], towers.shape[0])
     tower_track_var = np.bincount(pos[hit], track_var[hit], towers.shape[0])
 
-    ieta = (towers % n_cells) // nphi
-    iphi = towers % nphi
-    eta_lo = -max_eta + ieta * deta
-    centre_eta = np.abs(eta_lo + 0.5 * deta)
-    sig = sigma(deposit, centre_eta)
+    eta_lo, deta, phi_lo, dphi = segmentation.bounds(towers % n_cells)
+    sig = sigma(deposit, np.abs(eta_lo + 0.5 * deta))
     measured = log_normal(rng, deposit, sig)
     measured = np.where((measured < energy_min) | (measured < significance_min * sig), 0.0, measured)
     neutral = np.maximum(measured - tower_tracks, 0.0)
     significance = neutral / np.sqrt(tower_track_var + sig * sig)
     keep = np.flatnonzero((neutral > energy_min) & (significance > significance_min))
     n = keep.shape[0]
-    eta = eta_lo[keep] + deta * rng.random(n)
-    phi = -np.pi + (iphi[keep] + rng.random(n)) * (2.0 * np.pi / nphi)
+    eta = eta_lo[keep] + deta[keep] * rng.random(n)
+    phi = phi_lo[keep] + dphi[keep] * rng.random(n)
     e = neutral[keep]
     return {"event": towers[keep] // n_cells, "ET": e / np.cosh(eta), "Eta": eta, "Phi": phi, "E": e}
 
@@ -297,19 +348,21 @@ def _calorimeters(t: _Truth, tracks: np.ndarray, track_pt: np.ndarray, rng: np.r
     t_apid = apid[tracks]
     t_energy = track_pt * np.cosh(t.eta[tracks])
     t_var = (t_energy * track_resolution(track_pt, np.abs(t.eta[tracks]))) ** 2
+    forward = {"forward_eta": card.forward_eta, "max_eta": card.calo_eta, "forward_deta": card.forward_deta,
+               "forward_nphi": card.forward_nphi}
     out = []
-    for frac, track_sel, deta, nphi, sigma, emin, smin in (
-        (ecal_frac, t_reach & (t_apid == 11), card.ecal_deta, card.ecal_nphi, ecal_sigma,
+    for frac, track_sel, segmentation, sigma, emin, smin in (
+        (ecal_frac, t_reach & (t_apid == 11), Segmentation(card.ecal_deta, card.ecal_nphi, **forward), ecal_sigma,
          card.ecal_energy_min, card.ecal_significance_min),
-        (hcal_frac, t_reach & (t_apid != 11) & (t_apid != 13), card.hcal_deta, card.hcal_nphi, hcal_sigma,
-         card.hcal_energy_min, card.hcal_significance_min),
+        (hcal_frac, t_reach & (t_apid != 11) & (t_apid != 13), Segmentation(card.hcal_deta, card.hcal_nphi, **forward),
+         hcal_sigma, card.hcal_energy_min, card.hcal_significance_min),
     ):
         dep = np.flatnonzero(reach & (frac > 0))
         ts = tracks[track_sel]
         out.append(_energy_flow_towers(
-            t.event[dep], _cell(t.eta[dep], phi_calo[dep], deta, nphi, card.calo_eta), t.energy[dep] * frac[dep],
-            t.event[ts], _cell(t.eta[ts], phi_calo[ts], deta, nphi, card.calo_eta), t_energy[track_sel],
-            t_var[track_sel], sigma, emin, smin, deta, nphi, card.calo_eta, rng,
+            t.event[dep], segmentation.cell(t.eta[dep], phi_calo[dep]), t.energy[dep] * frac[dep],
+            t.event[ts], segmentation.cell(t.eta[ts], phi_calo[ts]), t_energy[track_sel],
+            t_var[track_sel], sigma, emin, smin, segmentation, rng,
         ))
     return out[0], out[1]
 

@@ -120,7 +120,7 @@ def test_calorimeter_cells_merge_deposits_and_apply_thresholds():
     et = merged.fields["EFlowPhoton"]["ET"]
     assert et.mean() == pytest.approx(15.0, rel=0.01)
     eta = merged.fields["EFlowPhoton"]["Eta"]
-    low = -CMS.calo_eta + np.floor((0.1001 + CMS.calo_eta) / CMS.ecal_deta) * CMS.ecal_deta  # the cell's edge
+    low = -CMS.forward_eta + np.floor((0.1001 + CMS.forward_eta) / CMS.ecal_deta) * CMS.ecal_deta  # the cell's edge
     assert low <= 0.1001 and low + CMS.ecal_deta > 0.1050
     assert eta.min() >= low - 1e-6 and eta.max() <= low + CMS.ecal_deta + 1e-6  # drawn inside the cell
     # A 0.3 GeV photon is below the ECAL threshold (0.5 GeV and two sigma of noise): only a rare upward
@@ -129,7 +129,34 @@ def test_calorimeter_cells_merge_deposits_and_apply_thresholds():
     assert soft.counts["EFlowPhoton"].mean() < 0.08  # log-normal tail above 2 sigma: about 6 %
     assert soft.fields["EFlowPhoton"]["E"].min() > 2 * 0.45
     # Beyond the calorimeters nothing is seen.
-    assert run(repeated((22, 30.0, 3.5, 0.0), 50)).counts["EFlowPhoton"].sum() == 0
+    assert run(repeated((22, 30.0, 5.2, 0.0), 50)).counts["EFlowPhoton"].sum() == 0
+
+
+def test_cells_contain_their_particles_in_both_bands():
+    from lhc_assets.physics.generators.detector import Segmentation
+
+    rng = np.random.default_rng(4)
+    eta, phi = rng.uniform(-4.99, 4.99, 20000), rng.uniform(-np.pi, np.pi, 20000)
+    seg = Segmentation(CMS.hcal_deta, CMS.hcal_nphi, CMS.forward_eta, CMS.calo_eta, CMS.forward_deta, CMS.forward_nphi)
+    cell = seg.cell(eta, phi)
+    assert cell.min() >= 0 and cell.max() < seg.n_cells
+    eta_lo, deta, phi_lo, dphi = seg.bounds(cell)
+    assert np.all((eta_lo <= eta + 1e-9) & (eta < eta_lo + deta + 1e-9))
+    assert np.all((phi_lo <= phi + 1e-9) & (phi < phi_lo + dphi + 1e-9))
+    forward = np.abs(eta) >= CMS.forward_eta
+    np.testing.assert_allclose(deta[forward], CMS.forward_deta)
+    np.testing.assert_allclose(deta[~forward], CMS.hcal_deta)
+
+
+def test_forward_calorimeter_sees_what_the_tracker_does_not():
+    # A 30 GeV pion at eta 4: no track, its energy in a forward cell (0.175 x 10 degrees) as a neutral hadron.
+    batch = run(repeated((211, 30.0, 4.0, 0.5), 300))
+    assert batch.counts["EFlowTrack"].sum() == 0
+    hadrons = batch.fields["EFlowNeutralHadron"]
+    assert batch.counts["EFlowNeutralHadron"].mean() > 0.9
+    assert np.all(np.abs(hadrons["Eta"] - 4.0) < CMS.forward_deta)
+    assert np.all(np.abs(hadrons["Phi"] - 0.5) < 2 * np.pi / CMS.forward_nphi)
+    assert hadrons["E"].mean() == pytest.approx(30.0 * np.cosh(4.0), rel=0.05)
 
 
 def test_neutral_hadrons_go_to_hcal_and_soft_charged_particles_curl_before_it():
