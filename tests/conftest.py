@@ -17,6 +17,16 @@ SAMPLE_EVENTS = 800
 SAMPLE_SEED = 11
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pythia_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of Pythia's initialisation for the whole session (minimum bias costs ~5 s once), private to it."""
+    path = tmp_path_factory.mktemp("pythia-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LHC_PYTHIA_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def generated_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One generated Delphes file per sample (800 events each), shared by the whole session."""

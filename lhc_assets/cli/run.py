@@ -108,14 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data root: {storage.root_path} (source: {args.source})")
 
     t0 = time.perf_counter()
-    for samples, files, events in sample_plan(args):
-        rc = generate.main([
-            "--out", str(storage.incoming), "--engine", args.source, "--events-per-file", str(events),
-            "--files-per-sample", str(files), "--samples", samples, "--seed", str(args.seed),
-            "--jobs", str(max(1, args.jobs)), "--skip-existing",
-        ])
-        if rc:
-            return rc
+    rc = generate_sample(storage, args)
+    if rc:
+        return rc
 
     ok = materialize_ingestion(storage)
     if ok:
@@ -128,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
     print_summary(storage)
     return 0 if ok else 1
+
+
+def generate_sample(storage, args: argparse.Namespace) -> int:
+    """The input files of ``sample_plan`` under ``incoming/`` with the chosen engine; existing files are kept."""
+    for samples, files, events in sample_plan(args):
+        rc = generate.main([
+            "--out", str(storage.incoming), "--engine", args.source, "--events-per-file", str(events),
+            "--files-per-sample", str(files), "--samples", samples, "--seed", str(args.seed),
+            "--jobs", str(max(1, args.jobs)), "--skip-existing", "--quiet",
+        ])
+        if rc:
+            return rc
+    return 0
 
 
 def materialize_ingestion(storage) -> bool:

@@ -11,8 +11,7 @@ from resources.json_io_manager import ReportIOManager
 from resources.storage import StorageResource
 
 
-def test_generator_comparison_publishes_a_report_with_both_sources(tmp_path, monkeypatch):
-    monkeypatch.setenv("LHC_PYTHIA_CACHE", str(tmp_path / "cache"))
+def test_generator_comparison_publishes_a_report_with_both_sources(tmp_path):
     storage = StorageResource(root=str(tmp_path / "data"))
     config = {"toy_events": 300, "pythia_events": 25, "seed": 3, "pileup_mu": 5.0}
     result = materialize([generator_comparison], resources={

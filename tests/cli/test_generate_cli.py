@@ -113,8 +113,7 @@ def test_failed_rewrite_keeps_the_previous_good_file(tmp_path):
     assert _all_files(tmp_path) == [target]
 
 
-def test_pythia_engine_writes_named_files_serial_and_parallel_alike(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LHC_PYTHIA_CACHE", str(tmp_path / "cache"))
+def test_pythia_engine_writes_named_files_serial_and_parallel_alike(tmp_path, capsys):
     common = ["--engine", "pythia", "--events-per-file", "8", "--files-per-sample", "2", "--seed", "4",
               "--samples", "ttbar", "--pileup-mu", "3", "--pileup-pool", "10"]
     assert main(["--out", str(tmp_path / "a"), *common]) == 0
@@ -134,7 +133,6 @@ def test_pythia_engine_failure_is_reported(tmp_path, monkeypatch, capsys):
     from lhc_assets.physics.generators import pythia
 
     monkeypatch.setitem(pythia.PROCESSES, "wjets", pythia.Process(("NoSuchSetting:foo = on",)))
-    monkeypatch.setenv("LHC_PYTHIA_CACHE", str(tmp_path / "cache"))
     rc = main(["--out", str(tmp_path / "out"), "--engine", "pythia", "--events-per-file", "5",
                "--files-per-sample", "1", "--seed", "1", "--samples", "wjets"])
     assert rc == 1

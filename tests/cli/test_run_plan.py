@@ -29,3 +29,20 @@ def test_models_settings():
     design = run.models_run_config(parse(["--models", "design"]))
     # DESIGN.md's settings are the assets' defaults: only the search grid is set.
     assert set(design["ops"]) == {"hlf_hyperparameter_search"}
+
+
+def test_pythia_source_generates_the_planned_files(tmp_path):
+    from resources.storage import StorageResource
+
+    storage = StorageResource(root=str(tmp_path / "data"))
+    storage.ensure_layout()
+    args = run.build_parser().parse_args(["--source", "pythia", "--files-per-sample", "1", "--events-per-file", "4",
+                                          "--seed", "2", "--jobs", "1"])
+    assert run.generate_sample(storage, args) == 0
+    names = sorted(p.relative_to(storage.incoming).as_posix() for p in storage.incoming.rglob("*.root"))
+    assert names == ["qcd/qcd_pythia_seed2_0000.root", *[f"qcd/qcd_pythia_seed2_000{k}.root" for k in range(1, 5)],
+                     "ttbar/ttbar_pythia_seed2_0000.root", "wjets/wjets_pythia_seed2_0000.root"]
+    # A second run keeps what is there.
+    before = {p: p.stat().st_mtime_ns for p in storage.incoming.rglob("*.root")}
+    assert run.generate_sample(storage, args) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in storage.incoming.rglob("*.root")}

@@ -27,15 +27,6 @@ from lhc_assets.physics.schema import SAMPLES, TREE_NAME, required_branches
 SMALL = {"pileup_mu": 5.0, "pileup_pool": 20}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pythia_cache(tmp_path_factory):
-    """A cache of Pythia's initialisation private to this module (the first minimum-bias init costs ~5 s)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LHC_PYTHIA_CACHE", str(tmp_path_factory.mktemp("pythia-cache")))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="module")
 def pythia_files(tmp_path_factory) -> dict[str, str]:
     """One 30-event file per sample at the default pileup, written like lhc-generate does."""
