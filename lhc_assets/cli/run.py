@@ -88,8 +88,12 @@ def _env_int(name: str) -> int | None:
 def sample_plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     """(comma-separated samples, files per sample, events per file) to generate."""
     pythia = args.source == "pythia"
-    files = args.files_per_sample or (PYTHIA_FILES_PER_SAMPLE if pythia else DEFAULT_FILES_PER_SAMPLE)
-    events = args.events_per_file or (PYTHIA_EVENTS_PER_FILE if pythia else DEFAULT_EVENTS_PER_FILE)
+    files = args.files_per_sample
+    if files is None:
+        files = PYTHIA_FILES_PER_SAMPLE if pythia else DEFAULT_FILES_PER_SAMPLE
+    events = args.events_per_file
+    if events is None:
+        events = PYTHIA_EVENTS_PER_FILE if pythia else DEFAULT_EVENTS_PER_FILE
     qcd_factor = PYTHIA_QCD_FILE_FACTOR if pythia else QCD_FILE_FACTOR
     return [("ttbar,wjets", files, events), ("qcd", files * qcd_factor, events)]
 
@@ -101,7 +105,13 @@ def models_run_config(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.source not in generate.ENGINES:  # a default from LHC_SOURCE is not checked by argparse
+        parser.error(f"unknown source {args.source!r} (LHC_SOURCE); choose from {', '.join(generate.ENGINES)}")
+    for name in ("files_per_sample", "events_per_file"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     ensure_dagster_home()
     storage = storage_from_env()
     storage.ensure_layout()
@@ -131,7 +141,7 @@ def generate_sample(storage, args: argparse.Namespace) -> int:
         rc = generate.main([
             "--out", str(storage.incoming), "--engine", args.source, "--events-per-file", str(events),
             "--files-per-sample", str(files), "--samples", samples, "--seed", str(args.seed),
-            "--jobs", str(max(1, args.jobs)), "--skip-existing", "--quiet",
+            "--jobs", str(max(1, args.jobs)), "--skip-existing",
         ])
         if rc:
             return rc

@@ -1,10 +1,11 @@
 """The toy generator against the Pythia engine: the pipeline's own view of each sample, side by side.
 
 For every source and class: the fraction of events passing the selection, the 14 HLF of the selected
-events and their particle multiplicities (tracks above 0.5 GeV, photons and neutral hadrons above 1 GeV:
-the candidates of the particle list). Each feature gets a distance between the two sources per class:
-the Kolmogorov-Smirnov statistic (the largest gap between the two cumulative distributions, 0 = identical,
-1 = disjoint). Pure numpy/matplotlib on the project's own selection and feature kernels; no Dagster.
+events and their particle multiplicities (tracks above 0.5 GeV, the lepton's own included; photons and
+neutral hadrons above 1 GeV: the candidates of the particle list, before its caps). Each feature gets a
+distance between the two sources per class: the Kolmogorov-Smirnov statistic (the largest gap between the
+two cumulative distributions, 0 = identical, 1 = disjoint). Pure numpy/matplotlib on the project's own
+selection and feature kernels; no Dagster.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ def read_features(paths: Iterable[str | Path], sample: str, max_events: int | No
     return SampleFeatures(events, selected, {f: np.concatenate(v) if v else np.zeros(0) for f, v in parts.items()})
 
 
-def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic: the largest difference of the empirical CDFs."""
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest difference of the empirical CDFs (None when a
+    sample is empty)."""
     if a.size == 0 or b.size == 0:
-        return float("nan")
+        return None
     grid = np.union1d(a, b)
     cdf_a = np.searchsorted(np.sort(a), grid, side="right") / a.size
     cdf_b = np.searchsorted(np.sort(b), grid, side="right") / b.size
@@ -98,8 +100,8 @@ def compare(sources: Mapping[str, Mapping[str, SampleFeatures]], reference: str,
     return report
 
 
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if values.size else float("nan")
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
 
 
 def distance_table(report: dict) -> str:
@@ -107,7 +109,8 @@ def distance_table(report: dict) -> str:
     classes = list(report["classes"])
     lines = ["| feature | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
     for f in FEATURES:
-        lines.append(f"| {f} | " + " | ".join(f"{report['classes'][c]['ks_distance'][f]:.3f}" for c in classes) + " |")
+        cells = (report["classes"][c]["ks_distance"][f] for c in classes)
+        lines.append(f"| {f} | " + " | ".join("-" if d is None else f"{d:.3f}" for d in cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,33 +1,34 @@
 """A Delphes-like fast detector simulation over flat particle arrays (numpy, fastjet; no per-particle Python).
 
 Input: the stable generator-level particles of a batch of events (hard scatter and overlaid pileup), one
-row per particle with its event index, in the order Delphes would see them (each event's hard-scatter
-particles, then its pileup), plus the heavy-flavour hadrons of the hard scatter for b-tagging. Output: an
-``EventBatch`` with the collections and fields of DESIGN.md section 3, as Delphes writes them.
+row per particle with its event index, plus the heavy-flavour hadrons of the hard scatter for b-tagging.
+Output: an ``EventBatch`` with the collections and fields of DESIGN.md section 3, as Delphes writes them.
 
-The response follows the modules of Delphes' CMS card (``cards/delphes_card_CMS.tcl``), simplified where
-the pipeline cannot see the difference (every simplification is named in ``DetectorCard`` or below):
+The response follows the modules of Delphes' CMS card (``cards/delphes_card_CMS.tcl``: its efficiencies,
+resolutions, thresholds and cell sizes), simplified where noted in ``DetectorCard`` or below:
 
-* **Tracker** (|eta| < 2.5, B = 3.8 T): charged particles above 0.1 GeV are found with the card's
-  efficiencies (hadrons, electrons and muons apart) and their pT smeared log-normally with a CMS-like
-  resolution. A track's ``X``/``Y``/``Z`` are its production vertex, so b- and c-hadron decays give
-  displaced tracks; direction and vertex are not smeared.
+* **Propagation** (B = 3.8 T in a cylinder of radius 1.29 m and half-length 3 m): charged particles follow
+  their helix to the barrel or, if they reach the end of the cylinder first (forward particles, and
+  those that curl up), to the endcap face; the calorimeter cell is the one at that position.
+* **Tracker** (|eta| < 2.5): charged particles above 0.1 GeV are found with the card's efficiencies and
+  their pT smeared log-normally with the card's resolution, hadrons, electrons and muons apart. A track's
+  ``X``/``Y``/``Z`` are its production vertex, so b- and c-hadron decays give displaced tracks.
 * **Calorimeters** (|eta| < 5): photons and electrons deposit in ECAL cells (0.0174 x 1 degree), hadrons
   in HCAL cells (0.087 x 5 degrees), K0S and Lambda 30 % / 70 %; muons and neutrinos nothing; beyond
-  |eta| = 3 the forward calorimeter's cells (0.175 x 10 degrees) take both parts. Charged
-  particles reach the calorimeter surface (R = 1.29 m) bent in phi, and not at all below the pT at which
-  they curl up inside it (0.74 GeV). Each cell's energy is smeared with the card's resolution and kept
-  above its threshold and noise significance.
-* **Energy flow**: every reconstructed track is an ``EFlowTrack``; a cell gives an ``EFlowPhoton`` (ECAL)
-  or ``EFlowNeutralHadron`` (HCAL) with the energy left after subtracting the tracks that hit it (electron
-  tracks from ECAL cells, hadron tracks from HCAL cells), when that remainder is significant. Its
-  direction is drawn uniformly inside the cell, as Delphes does.
-* **Leptons**: electrons (|eta| < 2.5) and muons (|eta| < 2.4) above 10 GeV whose track was found, with
-  the card's identification efficiencies and their own momentum resolution; every one is also an
-  ``EFlowTrack`` with the same Eta and Phi. No isolation is required here: the pipeline computes its own.
-* **Jets**: anti-kT R = 0.4 (fastjet) on all energy-flow objects, pileup removed with the median pT
-  density rho of the event times the jet area (pi R^2), kept above 20 GeV. ``BTag`` by matching to a b
-  hadron (else a c hadron) within Delta R < 0.4, with 70 % / 18 % / 1.2 % efficiency for b / c / light.
+  |eta| = 3 the forward calorimeter's cells (0.175 x 10 degrees) take both parts. Each cell's energy is
+  smeared with the card's resolution and kept above its threshold and noise significance.
+* **Energy flow**: every track is an ``EFlowTrack``; a cell gives an ``EFlowPhoton`` (ECAL) or
+  ``EFlowNeutralHadron`` (HCAL) with the energy left after subtracting the tracks that hit it (electron
+  tracks from ECAL cells, the others from HCAL cells), when that remainder is significant; its direction
+  is drawn uniformly inside the cell. Like Delphes' calorimeter modules, the output is in cell order:
+  tracks by the HCAL cell they reach, cells from eta = -5 to 5 (the particle lists keep the first 450
+  tracks, 150 photons and 200 neutral hadrons in that order).
+* **Leptons**: electrons (|eta| < 2.5) and muons (|eta| < 2.4) above 10 GeV among the found tracks, with
+  the card's identification efficiencies; each is the same object as its ``EFlowTrack`` (same PT, Eta,
+  Phi). No isolation is required here: the pipeline computes its own.
+* **Jets**: anti-kT R = 0.4 (fastjet) on all energy-flow objects, pileup removed with the median pT density
+  rho of the event times the jet area (pi R^2), the card's jet energy scale, kept above 20 GeV. ``BTag`` by
+  matching to a b hadron (else a c hadron) within Delta R < 0.4, with the card's pT-dependent efficiencies.
 * **MissingET**: minus the vector sum of all energy-flow objects.
 """
 
@@ -42,6 +43,7 @@ import awkward as ak
 import numpy as np
 
 from lhc_assets.physics.generators.events import EventBatch
+from lhc_assets.physics.generators.kinematics import to_pt_eta_phi, wrap_phi
 from lhc_assets.physics.schema import field_dtype
 
 Table = dict[str, np.ndarray]
@@ -57,7 +59,8 @@ class DetectorCard:
     """Parameters of the fast simulation, CMS-like (Delphes' CMS card) unless noted."""
 
     b_field: float = 3.8  # T
-    calo_radius: float = 1.29  # m, radius of the calorimeter surface the tracks are propagated to
+    calo_radius: float = 1.29  # m, radius of the field volume the particles are propagated through
+    calo_half_length: float = 3.0  # m, its half-length
     tracker_eta: float = 2.5
     track_min_pt: float = 0.1  # GeV
     calo_eta: float = 5.0  # the forward calorimeter (3 < |eta| < 5) included, as in the CMS card
@@ -80,13 +83,12 @@ class DetectorCard:
     rho_eta: float = 2.5  # the median pT density is taken over |eta| < rho_eta
     rho_cells_eta: int = 10
     rho_cells_phi: int = 12
-    btag_efficiency: tuple[float, float, float] = (0.70, 0.18, 0.012)  # b, c, light jets in the tracker
     btag_match_dr: float = 0.4
     heavy_hadron_min_pt: float = 5.0  # GeV, hadrons used for flavour matching
 
     @property
     def curl_pt(self) -> float:
-        """pT (GeV) below which a charged particle curls up before the calorimeter surface: 0.3 B R / 2."""
+        """pT (GeV) below which a charged particle curls up before the barrel surface: 0.3 B R / 2."""
         return 0.3 * self.b_field * self.calo_radius / 2.0
 
 
@@ -107,30 +109,27 @@ def track_efficiency(kind: np.ndarray, pt: np.ndarray, abs_eta: np.ndarray) -> n
     return table[kind, column]
 
 
-def track_resolution(pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-    """Relative pT resolution of a track: a multiple-scattering term and one growing with pT (CMS-like)."""
-    a = np.where(abs_eta <= 0.5, 0.006, np.where(abs_eta <= 1.5, 0.010, 0.020))
-    b = np.where(abs_eta <= 0.5, 1.5e-4, np.where(abs_eta <= 1.5, 2.0e-4, 3.0e-4))
+# Relative pT resolution sqrt(a^2 + (b pT)^2) in |eta| <= 0.5, <= 1.5, <= 2.5, per kind (CMS card).
+_TRACK_RESOLUTION = np.array([
+    [[0.06, 1.3e-3], [0.10, 1.7e-3], [0.25, 3.1e-3]],  # charged hadrons
+    [[0.03, 1.3e-3], [0.05, 1.7e-3], [0.15, 3.1e-3]],  # electrons
+    [[0.01, 1.0e-4], [0.015, 1.5e-4], [0.025, 3.5e-4]],  # muons
+])
+
+
+def track_resolution(kind: np.ndarray, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """Relative pT resolution of a track; ``kind`` 0 hadron, 1 electron, 2 muon (the CMS card's formulas)."""
+    band = np.where(abs_eta <= 0.5, 0, np.where(abs_eta <= 1.5, 1, 2))
+    a, b = _TRACK_RESOLUTION[kind, band, 0], _TRACK_RESOLUTION[kind, band, 1]
     return np.sqrt(a * a + (b * pt) ** 2)
 
 
-def electron_resolution(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-    """Relative energy resolution of an electron (tracker and ECAL combined)."""
-    e = np.maximum(energy, 1e-3)
-    return np.where(abs_eta <= 1.5, np.sqrt(0.01**2 + 0.05**2 / e), np.sqrt(0.02**2 + 0.10**2 / e))
-
-
-def muon_resolution(pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-    """Relative pT resolution of a muon (tracker and muon system)."""
-    return np.where(abs_eta <= 1.5, np.sqrt(0.01**2 + (1.0e-4 * pt) ** 2), np.sqrt(0.015**2 + (1.5e-4 * pt) ** 2))
-
-
 def ecal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-    """Absolute ECAL energy resolution (GeV): constant, stochastic and noise terms of the CMS card."""
-    barrel = np.sqrt((0.009 * energy) ** 2 + 0.12**2 * energy + 0.45**2)
-    endcap = np.sqrt((0.006 * energy) ** 2 + 0.08**2 * energy + 0.15**2)
+    """Absolute ECAL energy resolution (GeV), CMS card: barrel and endcap scaled with eta, forward beyond 2.5."""
+    core = np.sqrt((0.008 * energy) ** 2 + 0.11**2 * energy + 0.40**2)
     forward = np.sqrt((0.107 * energy) ** 2 + 2.08**2 * energy)
-    return np.where(abs_eta <= 1.5, barrel, np.where(abs_eta <= 2.5, endcap, forward))
+    return np.where(abs_eta <= 1.5, (1.0 + 0.64 * abs_eta**2) * core,
+                    np.where(abs_eta <= 2.5, (2.16 + 5.6 * (abs_eta - 2.0) ** 2) * core, forward))
 
 
 def hcal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
@@ -140,22 +139,24 @@ def hcal_sigma(energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
     return np.where(abs_eta <= 3.0, central, forward)
 
 
+def btag_efficiency(flavour: np.ndarray, pt: np.ndarray) -> np.ndarray:
+    """Tagging probability of b (5), c (4) and light (0) jets, the CMS card's formulas (arXiv:1211.4462)."""
+    b = 0.85 * np.tanh(0.0025 * pt) * (25.0 / (1.0 + 0.063 * pt))
+    c = 0.25 * np.tanh(0.018 * pt) / (1.0 + 0.0013 * pt)
+    light = 0.01 + 0.000038 * pt
+    return np.where(flavour == 5, b, np.where(flavour == 4, c, light))
+
+
+def jet_energy_scale(pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    """The CMS card's jet energy scale factor."""
+    return np.sqrt((2.5 - 0.15 * abs_eta) ** 2 / np.maximum(pt, 1e-9) + 1.0)
+
+
 def log_normal(rng: np.random.Generator, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Log-normal draws with the given mean and standard deviation (Delphes' smearing: never negative)."""
     mean = np.maximum(mean, 1e-12)
     s2 = np.log1p((sigma / mean) ** 2)
     return mean * np.exp(np.sqrt(s2) * rng.standard_normal(mean.shape[0]) - 0.5 * s2)
-
-
-def pt_eta_phi(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pt = np.hypot(px, py)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.where(pt > 0, np.arcsinh(pz / np.where(pt > 0, pt, 1.0)), np.sign(pz) * 1e3)
-    return pt, eta, np.arctan2(py, px)
-
-
-def wrap_phi(phi: np.ndarray) -> np.ndarray:
-    return (phi + np.pi) % (2.0 * np.pi) - np.pi
 
 
 def concat_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -187,65 +188,95 @@ class _Truth:
     eta: np.ndarray
     phi: np.ndarray
     energy: np.ndarray
+    mass2: np.ndarray
     vx: np.ndarray
     vy: np.ndarray
     vz: np.ndarray
 
 
 def _truth(particles: Table) -> _Truth:
-    visible = ~np.isin(np.abs(particles["pid"]), NEUTRINOS)
+    # Invisible: neutrinos, and anything exactly along the beam (pT = 0) that never leaves the beam pipe.
+    visible = ~np.isin(np.abs(particles["pid"]), NEUTRINOS) & ((particles["px"] != 0) | (particles["py"] != 0))
     p = _take(particles, np.flatnonzero(visible))
-    pt, eta, phi = pt_eta_phi(p["px"], p["py"], p["pz"])
-    return _Truth(p["event"], p["pid"], p["charge"], pt, eta, phi, p["e"], p["vx"], p["vy"], p["vz"])
+    pt, eta, phi = to_pt_eta_phi(p["px"], p["py"], p["pz"])
+    mass2 = np.maximum(p["e"] ** 2 - pt**2 - p["pz"] ** 2, 0.0)
+    return _Truth(p["event"], p["pid"], p["charge"], pt, eta, phi, p["e"], mass2, p["vx"], p["vy"], p["vz"])
+
+
+def _kind(pid: np.ndarray) -> np.ndarray:
+    apid = np.abs(pid)
+    return np.select([apid == 11, apid == 13], [1, 2], 0)
 
 
 def _tracks(t: _Truth, rng: np.random.Generator, card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the particles found as tracks (in input order) and their smeared pT."""
-    apid = np.abs(t.pid)
     abs_eta = np.abs(t.eta)
     candidates = np.flatnonzero((t.charge != 0) & (abs_eta < card.tracker_eta) & (t.pt > card.track_min_pt))
-    kind = np.select([apid[candidates] == 11, apid[candidates] == 13], [1, 2], 0)
+    kind = _kind(t.pid[candidates])
     found = rng.random(candidates.shape[0]) < track_efficiency(kind, t.pt[candidates], abs_eta[candidates])
-    idx = candidates[found]
-    pt = log_normal(rng, t.pt[idx], t.pt[idx] * track_resolution(t.pt[idx], abs_eta[idx]))
+    idx, kind = candidates[found], kind[found]
+    pt = log_normal(rng, t.pt[idx], t.pt[idx] * track_resolution(kind, t.pt[idx], abs_eta[idx]))
     return idx, pt
 
 
-def _leptons(t: _Truth, tracks: np.ndarray, rng: np.random.Generator, card: DetectorCard) -> dict[str, Table]:
-    """Electrons and muons among the found tracks, with identification efficiency and their own resolution."""
+def _leptons(t: _Truth, tracks: np.ndarray, track_pt: np.ndarray, rng: np.random.Generator,
+             card: DetectorCard) -> dict[str, Table]:
+    """Electrons and muons among the found tracks, with the card's identification efficiencies. A lepton is
+    its track, as in Delphes: the same PT, Eta and Phi (the pipeline subtracts its own track's PT from its
+    charged isolation)."""
     apid = np.abs(t.pid[tracks])
     abs_eta = np.abs(t.eta[tracks])
-    pt = t.pt[tracks]
     out = {}
     # (collection, |PID|, acceptance, identification efficiency in the barrel / endcaps), CMS card
     for name, code, max_eta, barrel_eff, endcap_eff in (("Electron", 11, card.electron_eta, 0.95, 0.85),
-                                                        ("Muon", 13, card.muon_eta, 0.95, 0.90)):
-        cand = np.flatnonzero((apid == code) & (abs_eta < max_eta) & (pt > card.lepton_min_pt))
+                                                        ("Muon", 13, card.muon_eta, 0.95, 0.95)):
+        cand = np.flatnonzero((apid == code) & (abs_eta < max_eta) & (track_pt > card.lepton_min_pt))
         eff = np.where(abs_eta[cand] <= 1.5, barrel_eff, endcap_eff)
-        sel = tracks[cand[rng.random(cand.shape[0]) < eff]]
-        sel_abs_eta = np.abs(t.eta[sel])
-        rel = (electron_resolution(t.pt[sel] * np.cosh(t.eta[sel]), sel_abs_eta) if code == 11
-               else muon_resolution(t.pt[sel], sel_abs_eta))
-        smeared = log_normal(rng, t.pt[sel], t.pt[sel] * rel)
-        out[name] = {"event": t.event[sel], "PT": smeared, "Eta": t.eta[sel], "Phi": t.phi[sel],
-                     "Charge": t.charge[sel]}
+        sel = cand[rng.random(cand.shape[0]) < eff]
+        particle = tracks[sel]
+        out[name] = {"event": t.event[particle], "PT": track_pt[sel], "Eta": t.eta[particle],
+                     "Phi": t.phi[particle], "Charge": t.charge[particle]}
     return out
 
 
-def _calorimeter_position(t: _Truth, card: DetectorCard) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of particles reaching the calorimeter surface, and their phi there (bent by the field)."""
+def calorimeter_position(t: _Truth, card: DetectorCard) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each particle meets the calorimeters: a mask (inside the calorimeters' acceptance), and the
+    eta and phi of that point.
+
+    Neutral particles fly straight. A charged particle follows its helix (radius pT / 0.3 B) from the beam
+    line (its production vertex neglected) to the barrel (R = 1.29 m) if it gets there before the end of
+    the field volume (|z| = 3 m), else to the endcap face, at the radius it has reached there: a particle
+    curling up inside the barrel ends there too, far forward. As in Delphes' ParticlePropagator.
+    """
     charged = t.charge != 0
-    reach = (np.abs(t.eta) < card.calo_eta) & (~charged | (t.pt > card.curl_pt))
+    radius = card.calo_radius
+    length = card.calo_half_length
+    helix = np.where(charged, t.pt / (0.3 * card.b_field), np.inf)  # m
+    sinh_eta = np.sinh(t.eta)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bend = np.where(charged & reach, np.arcsin(np.minimum(1.0, card.curl_pt / np.maximum(t.pt, 1e-9))), 0.0)
-    return reach, wrap_phi(t.phi - t.charge * bend)
+        # Turning angle to reach the barrel radius (a chord of length R), and the z travelled by then.
+        turn_barrel = 2.0 * np.arcsin(np.minimum(1.0, radius / (2.0 * helix)))
+        z_barrel = np.where(charged, helix * turn_barrel, radius) * sinh_eta
+        barrel = (2.0 * helix >= radius) & (np.abs(z_barrel) <= length)
+        # Otherwise: the turning angle at |z| = L and the transverse distance from the beam there.
+        turn_endcap = np.where(charged, length / (helix * np.abs(sinh_eta)), 0.0)
+        rho_endcap = np.where(charged, 2.0 * helix * np.abs(np.sin(turn_endcap / 2.0)), length / np.abs(sinh_eta))
+        eta_endcap = np.sign(t.eta) * np.arcsinh(length / rho_endcap)
+        eta = np.where(barrel, np.arcsinh(z_barrel / radius), eta_endcap)
+    turn = np.where(barrel, turn_barrel, turn_endcap)
+    turn = np.where(np.isfinite(turn), turn, 0.0)  # a particle at eta = 0 that curls up never leaves: no cell
+    # Positive charges turn clockwise seen from +z (B along +z).
+    phi = wrap_phi(t.phi - np.where(charged, t.charge * turn / 2.0, 0.0))
+    reach = np.isfinite(eta) & (np.abs(eta) < card.calo_eta)
+    return reach, np.where(reach, eta, 0.0), phi
 
 
 @dataclass(frozen=True)
 class Segmentation:
     """Calorimeter cells: (deta x 2 pi / nphi) up to |eta| = forward_eta, coarser forward cells to max_eta.
 
-    A cell is an integer: central cells first (eta band by eta band, phi within), then the forward ones.
+    A cell is an integer growing with eta (phi within an eta band), as Delphes orders its towers: the
+    forward bands of the negative side, the central bands, then the forward bands of the positive side.
     """
 
     deta: float
@@ -260,39 +291,42 @@ class Segmentation:
         return int(np.ceil(2.0 * self.forward_eta / self.deta))
 
     @property
-    def _n_forward_eta(self) -> int:  # per side
+    def _n_forward_eta(self) -> int:  # per side, counted outwards from |eta| = forward_eta
         return int(np.ceil((self.max_eta - self.forward_eta) / self.forward_deta))
 
     @property
+    def _n_side(self) -> int:  # cells of one forward side
+        return self._n_forward_eta * self.forward_nphi
+
+    @property
     def n_cells(self) -> int:
-        return self._n_central_eta * self.nphi + 2 * self._n_forward_eta * self.forward_nphi
+        return self._n_central_eta * self.nphi + 2 * self._n_side
 
     def cell(self, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
         central = np.abs(eta) < self.forward_eta
         ieta = np.clip(((eta + self.forward_eta) / self.deta).astype(np.int64), 0, self._n_central_eta - 1)
         iphi = ((phi + np.pi) / (2.0 * np.pi) * self.nphi).astype(np.int64) % self.nphi
-        # Forward: band 0.. on the negative side, then n_forward_eta.. on the positive side.
         band = np.minimum(((np.abs(eta) - self.forward_eta) / self.forward_deta).astype(np.int64),
                           self._n_forward_eta - 1)
-        fband = np.where(eta < 0, self._n_forward_eta - 1 - band, self._n_forward_eta + band)
         fphi = ((phi + np.pi) / (2.0 * np.pi) * self.forward_nphi).astype(np.int64) % self.forward_nphi
-        forward = self._n_central_eta * self.nphi + fband * self.forward_nphi + fphi
-        return np.where(central, ieta * self.nphi + iphi, forward)
+        negative = (self._n_forward_eta - 1 - band) * self.forward_nphi + fphi
+        positive = self._n_side + self._n_central_eta * self.nphi + band * self.forward_nphi + fphi
+        return np.where(central, self._n_side + ieta * self.nphi + iphi, np.where(eta < 0, negative, positive))
 
     def bounds(self, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Lower eta edge, eta width, lower phi edge and phi width of each cell."""
         n_central = self._n_central_eta * self.nphi
-        central = cell < n_central
-        f = cell - n_central
-        fband = f // self.forward_nphi
-        # Bands are counted outwards from |eta| = forward_eta on each side.
-        side_low = np.where(fband < self._n_forward_eta,
-                            -self.forward_eta - (self._n_forward_eta - fband) * self.forward_deta,
-                            self.forward_eta + (fband - self._n_forward_eta) * self.forward_deta)
-        eta_lo = np.where(central, -self.forward_eta + (cell // self.nphi) * self.deta, side_low)
+        c = cell - self._n_side
+        central = (c >= 0) & (c < n_central)
+        negative = c < 0
+        f = np.where(negative, cell, c - n_central)  # position within its forward side
+        band = f // self.forward_nphi
+        forward_low = np.where(negative, -self.forward_eta - (self._n_forward_eta - band) * self.forward_deta,
+                               self.forward_eta + band * self.forward_deta)
+        eta_lo = np.where(central, -self.forward_eta + (c // self.nphi) * self.deta, forward_low)
         deta = np.where(central, self.deta, self.forward_deta)
         dphi = np.where(central, 2.0 * np.pi / self.nphi, 2.0 * np.pi / self.forward_nphi)
-        iphi = np.where(central, cell % self.nphi, f % self.forward_nphi)
+        iphi = np.where(central, c % self.nphi, f % self.forward_nphi)
         return eta_lo, deta, -np.pi + iphi * dphi, dphi
 
 
@@ -319,8 +353,9 @@ def _energy_flow_towers(
     tower_track_var = np.bincount(pos[hit], track_var[hit], towers.shape[0])
 
     eta_lo, deta, phi_lo, dphi = segmentation.bounds(towers % n_cells)
-    sig = sigma(deposit, np.abs(eta_lo + 0.5 * deta))
-    measured = log_normal(rng, deposit, sig)
+    centre = np.abs(eta_lo + 0.5 * deta)
+    measured = log_normal(rng, deposit, sigma(deposit, centre))
+    sig = sigma(measured, centre)  # as Delphes, thresholds on the resolution of the measured energy
     measured = np.where((measured < energy_min) | (measured < significance_min * sig), 0.0, measured)
     neutral = np.maximum(measured - tower_tracks, 0.0)
     significance = neutral / np.sqrt(tower_track_var + sig * sig)
@@ -332,39 +367,51 @@ def _energy_flow_towers(
     return {"event": towers[keep] // n_cells, "ET": e / np.cosh(eta), "Eta": eta, "Phi": phi, "E": e}
 
 
-def _calorimeters(t: _Truth, tracks: np.ndarray, track_pt: np.ndarray, rng: np.random.Generator,
-                  card: DetectorCard) -> tuple[Table, Table]:
+def _calorimeters(t: _Truth, position: tuple[np.ndarray, np.ndarray, np.ndarray], tracks: np.ndarray,
+                  track_pt: np.ndarray, rng: np.random.Generator, card: DetectorCard) -> tuple[Table, Table]:
     """EFlowPhoton (ECAL) and EFlowNeutralHadron (HCAL) objects."""
     apid = np.abs(t.pid)
-    reach, phi_calo = _calorimeter_position(t, card)
+    reach, eta_calo, phi_calo = position
     ecal_frac = np.where((apid == 22) | (apid == 11), 1.0, 0.0)
     for code, frac in _SHARED_ECAL_FRACTION.items():
         ecal_frac = np.where(apid == code, frac, ecal_frac)
     hadron = ~np.isin(apid, (11, 13, 22))
     hcal_frac = np.where(hadron, 1.0 - ecal_frac, 0.0)
 
-    # Tracks subtracted from the cell they point at: electrons from ECAL, hadrons from HCAL.
+    # Tracks subtracted from the cell they reach: electrons from ECAL, the others from HCAL (muons deposit
+    # nothing, so they subtract from nothing). A track's energy uses its particle's mass, as the deposit does.
     t_reach = reach[tracks]
     t_apid = apid[tracks]
-    t_energy = track_pt * np.cosh(t.eta[tracks])
-    t_var = (t_energy * track_resolution(track_pt, np.abs(t.eta[tracks]))) ** 2
-    forward = {"forward_eta": card.forward_eta, "max_eta": card.calo_eta, "forward_deta": card.forward_deta,
-               "forward_nphi": card.forward_nphi}
+    t_energy = np.sqrt((track_pt * np.cosh(t.eta[tracks])) ** 2 + t.mass2[tracks])
+    t_var = (t_energy * track_resolution(_kind(t.pid[tracks]), track_pt, np.abs(t.eta[tracks]))) ** 2
     out = []
     for frac, track_sel, segmentation, sigma, emin, smin in (
-        (ecal_frac, t_reach & (t_apid == 11), Segmentation(card.ecal_deta, card.ecal_nphi, **forward), ecal_sigma,
+        (ecal_frac, t_reach & (t_apid == 11), ecal_segmentation(card), ecal_sigma,
          card.ecal_energy_min, card.ecal_significance_min),
-        (hcal_frac, t_reach & (t_apid != 11) & (t_apid != 13), Segmentation(card.hcal_deta, card.hcal_nphi, **forward),
-         hcal_sigma, card.hcal_energy_min, card.hcal_significance_min),
+        (hcal_frac, t_reach & (t_apid != 11) & (t_apid != 13), hcal_segmentation(card), hcal_sigma,
+         card.hcal_energy_min, card.hcal_significance_min),
     ):
         dep = np.flatnonzero(reach & (frac > 0))
         ts = tracks[track_sel]
         out.append(_energy_flow_towers(
-            t.event[dep], segmentation.cell(t.eta[dep], phi_calo[dep]), t.energy[dep] * frac[dep],
-            t.event[ts], segmentation.cell(t.eta[ts], phi_calo[ts]), t_energy[track_sel],
+            t.event[dep], segmentation.cell(eta_calo[dep], phi_calo[dep]), t.energy[dep] * frac[dep],
+            t.event[ts], segmentation.cell(eta_calo[ts], phi_calo[ts]), t_energy[track_sel],
             t_var[track_sel], sigma, emin, smin, segmentation, rng,
         ))
     return out[0], out[1]
+
+
+def _forward(card: DetectorCard) -> dict:
+    return {"forward_eta": card.forward_eta, "max_eta": card.calo_eta, "forward_deta": card.forward_deta,
+            "forward_nphi": card.forward_nphi}
+
+
+def ecal_segmentation(card: DetectorCard) -> Segmentation:
+    return Segmentation(card.ecal_deta, card.ecal_nphi, **_forward(card))
+
+
+def hcal_segmentation(card: DetectorCard) -> Segmentation:
+    return Segmentation(card.hcal_deta, card.hcal_nphi, **_forward(card))
 
 
 def _rho(event: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, n_events: int,
@@ -433,14 +480,17 @@ def _jets(flow: Table, n_events: int, hadrons: Table, rng: np.random.Generator, 
     jpt = np.hypot(jx, jy)
     scale = np.maximum(0.0, 1.0 - rho[event] * np.pi * card.jet_radius**2 / np.maximum(jpt, 1e-9))
     jx, jy, jz, je = jx * scale, jy * scale, jz * scale, je * scale
-    pt, eta, phi = pt_eta_phi(jx, jy, jz)
+    # The card's jet energy scale, on the subtracted jet (its pT and |eta|).
+    _, raw_eta, _ = to_pt_eta_phi(jx, jy, jz)
+    scale = jet_energy_scale(jpt * scale, np.abs(raw_eta))
+    jx, jy, jz, je = jx * scale, jy * scale, jz * scale, je * scale
+    pt, eta, phi = to_pt_eta_phi(jx, jy, jz)
     mass = np.sqrt(np.maximum(je * je - jx * jx - jy * jy - jz * jz, 0.0))
     keep = np.flatnonzero(pt > card.jet_min_pt)
     jets = {"event": event[keep], "PT": pt[keep], "Eta": eta[keep], "Phi": phi[keep], "Mass": mass[keep],
             "NCharged": n_charged[keep], "NNeutrals": (n_const - n_charged)[keep]}
     flavour = _flavour(jets, hadrons, n_events, card)
-    eff = np.asarray(card.btag_efficiency)[np.select([flavour == 5, flavour == 4], [0, 1], 2)]
-    eff = np.where(np.abs(jets["Eta"]) < card.tracker_eta, eff, 0.0)
+    eff = np.where(np.abs(jets["Eta"]) < card.tracker_eta, btag_efficiency(flavour, jets["PT"]), 0.0)
     jets["BTag"] = (rng.random(keep.shape[0]) < eff).astype(np.int32)
     order = np.lexsort((-jets["PT"], jets["event"]))
     return _take(jets, order)
@@ -472,15 +522,22 @@ def simulate(particles: Table, hadrons: Table, n_events: int, rng: np.random.Gen
              card: DetectorCard = CMS, muon_collection: str = "MuonTight") -> EventBatch:
     """Detector response to a batch of events.
 
-    ``particles``: stable particles, ordered by event (hard scatter first, then pileup, as Delphes merges
-    them), with ``event``, ``pid``, ``charge`` (units of e), ``px``/``py``/``pz``/``e`` (GeV) and
-    ``vx``/``vy``/``vz`` (production vertex, mm). ``hadrons``: the b and c hadrons of the hard scatter
-    (``event``, ``pt``, ``eta``, ``phi``, ``flavour`` 5 or 4) for b-tagging.
+    ``particles``: stable particles (hard scatter and pileup) with ``event``, ``pid``, ``charge`` (units of
+    e), ``px``/``py``/``pz``/``e`` (GeV) and ``vx``/``vy``/``vz`` (production vertex, mm). ``hadrons``: the
+    b and c hadrons of the hard scatter (``event``, ``pt``, ``eta``, ``phi``, ``flavour`` 5 or 4).
     """
     t = _truth(particles)
     tracks, track_pt = _tracks(t, rng, card)
-    leptons = _leptons(t, tracks, rng, card)
-    photons, neutrals = _calorimeters(t, tracks, track_pt, rng, card)
+    leptons = _leptons(t, tracks, track_pt, rng, card)
+    position = calorimeter_position(t, card)
+    photons, neutrals = _calorimeters(t, position, tracks, track_pt, rng, card)
+    # EFlowTrack in the order Delphes' HCAL module writes them: by the cell they reach (tracks reaching no
+    # cell last), in input order within a cell.
+    reach, eta_calo, phi_calo = position
+    cell = np.where(reach[tracks], hcal_segmentation(card).cell(eta_calo[tracks], phi_calo[tracks]),
+                    np.iinfo(np.int64).max)
+    order = np.lexsort((cell, t.event[tracks]))
+    tracks, track_pt = tracks[order], track_pt[order]
 
     track_table = {
         "event": t.event[tracks], "PT": track_pt, "Eta": t.eta[tracks], "Phi": t.phi[tracks],
@@ -502,7 +559,7 @@ def simulate(particles: Table, hadrons: Table, n_events: int, rng: np.random.Gen
     mx = -np.bincount(flow["event"], flow["pt"] * np.cos(flow["phi"]), n_events)
     my = -np.bincount(flow["event"], flow["pt"] * np.sin(flow["phi"]), n_events)
     mz = -np.bincount(flow["event"], flow["pt"] * np.sinh(flow["eta"]), n_events)
-    met, met_eta, met_phi = pt_eta_phi(mx, my, mz)
+    met, met_eta, met_phi = to_pt_eta_phi(mx, my, mz)
 
     collections: dict[str, Table] = {
         "EFlowTrack": track_table, "EFlowPhoton": photons, "EFlowNeutralHadron": neutrals, "Jet": jets,

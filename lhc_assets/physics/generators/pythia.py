@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from lhc_assets.physics.generators.detector import CMS, NEUTRINOS, DetectorCard, concat_ranges, pt_eta_phi, simulate
+from lhc_assets.physics.generators.detector import CMS, NEUTRINOS, DetectorCard, concat_ranges, simulate
 from lhc_assets.physics.generators.events import EventBatch
+from lhc_assets.physics.generators.kinematics import to_pt_eta_phi
 from lhc_assets.physics.schema import SAMPLES
 
 # Events per simulation batch: the fast simulation and the writer work on this many at a time.
@@ -46,6 +48,7 @@ BEAM_SPOT_XY, BEAM_SPOT_Z = 0.015, 45.0  # mm, luminous region (Gaussian widths)
 LEPTON_FILTER_ETA = 2.5
 _PYTHIA_SEED_MAX = 900_000_000  # Pythia accepts seeds up to 900,000,000
 _ENGINE_TAG = 8  # separates the Pythia engine's random streams from the toy's for the same seed
+_MAX_GENERATED_PER_KEPT = 10_000  # a filter keeping less than this is a broken process card, not a rare one
 
 COMMON_SETTINGS = (
     "Beams:eCM = 13000.",
@@ -132,7 +135,13 @@ def make_pythia(settings: tuple[str, ...], seed: int, cache_dir: Path | None = N
 
     pythia = initialised(2, cache) if cache.exists() else None  # None: missing or damaged
     if pythia is None:
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise PythiaError(f"cannot write Pythia's initialisation cache to {directory} ({exc.strerror or exc}); "
+                              "set LHC_PYTHIA_CACHE to a writable directory") from None
         partial = directory / f".mpi-{key}.{os.getpid()}.partial"
         if initialised(1, partial) is None or not partial.exists():
             partial.unlink(missing_ok=True)
@@ -158,10 +167,13 @@ def leptonic_w_filter():
     import pythia8mc
 
     class LeptonicW(pythia8mc.UserHooks):
+        tried = 0  # hard processes seen, for the filter's efficiency
+
         def canVetoProcessLevel(self) -> bool:
             return True
 
         def doVetoProcessLevel(self, process) -> bool:
+            self.tried += 1
             for i in range(process.size()):  # a dozen entries: the hard process and its resonance decays
                 p = process[i]
                 if p.idAbs() in (11, 13, 15) and process[p.mother1()].idAbs() == 24:
@@ -191,12 +203,8 @@ class GenerationStats:
     pythia_s: float = 0.0  # hard-process events, including those the filter rejected
     pileup_s: float = 0.0  # the minimum-bias pool and the overlay
     detector_s: float = 0.0  # the fast simulation, jets included
-    generated: int = 0
-    kept: int = 0
-
-    def add(self, other: GenerationStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    generated: int = 0  # hard events generated (for ttbar: hard processes the W filter looked at)
+    kept: int = 0  # of which passing the generator-level filter
 
 
 class _ChargeTable:
@@ -245,6 +253,8 @@ class PileupPool:
         parts, n = [], 0
         while n < size:
             counts, cols = _records(pythia.nextBatch(size - n))
+            if counts.shape[0] == 0:
+                raise PythiaError("Pythia produced no minimum-bias event for the pileup pool")
             event = np.repeat(np.arange(n, n + counts.shape[0]), counts)
             parts.append(_stable(cols, event, charges))
             n += counts.shape[0]
@@ -329,6 +339,9 @@ class PythiaSource:
             passed = self._filter(counts, cols, record_event)
             self.stats.generated += counts.shape[0]
             self.stats.kept += passed.shape[0]
+            if self.stats.generated >= _MAX_GENERATED_PER_KEPT * max(1, self.stats.kept):
+                raise PythiaError(f"{self.sample}: the generator filter kept {self.stats.kept} of "
+                                  f"{self.stats.generated} events; its settings cannot make this sample")
             rows = np.isin(record_event, passed)
             self._buffer = {k: np.concatenate([self._buffer[k], v[rows]]) if self._buffer else v[rows]
                             for k, v in cols.items()}
@@ -340,9 +353,11 @@ class PythiaSource:
         self._buffer_counts = self._buffer_counts[n:]
         flavour = _heavy_flavour(cols["id"])
         h = np.flatnonzero(flavour > 0)
-        pt, eta, phi = pt_eta_phi(cols["px"][h], cols["py"][h], cols["pz"][h])
+        pt, eta, phi = to_pt_eta_phi(cols["px"][h], cols["py"][h], cols["pz"][h])
         hadrons = {"event": event[h], "pt": pt, "eta": eta, "phi": phi, "flavour": flavour[h]}
         stable = _stable(cols, event, self._charges)
+        if self._hook is not None:
+            self.stats.generated = self._hook.tried
         self.stats.pythia_s += time.perf_counter() - t0
         return stable, hadrons
 
@@ -351,7 +366,7 @@ class PythiaSource:
         threshold = self.process.lepton_filter_pt
         if threshold is None:
             return np.arange(counts.shape[0])
-        pt, eta, _ = pt_eta_phi(cols["px"], cols["py"], cols["pz"])
+        pt, eta, _ = to_pt_eta_phi(cols["px"], cols["py"], cols["pz"])
         lepton = ((cols["status"] > 0) & np.isin(np.abs(cols["id"]), (11, 13)) & (pt > threshold)
                   & (np.abs(eta) < LEPTON_FILTER_ETA))
         return np.flatnonzero(np.bincount(record_event[lepton], minlength=counts.shape[0]) > 0)

@@ -74,6 +74,13 @@ def test_same_seed_same_events_other_seed_other_events():
     assert not np.array_equal(first[:50], tracks(6)[:50])
     assert not np.array_equal(first[:50], tracks(5, file_index=1)[:50])
 
+    # The hard events themselves follow the seed (not only pileup and detector).
+    def hard(seed: int) -> np.ndarray:
+        return PythiaSource("wjets", seed, 0, pileup_mu=0.0)._hard_events(5)[0]["px"]
+
+    np.testing.assert_array_equal(hard(5), hard(5))
+    assert not np.array_equal(hard(5)[:20], hard(6)[:20])
+
 
 def test_initialisation_cache_does_not_change_the_events(tmp_path):
     def events():
@@ -103,6 +110,10 @@ def test_ttbar_events_have_a_leptonic_w():
             daughters = ids[d1[w]:max(d1[w], d2[w]) + 1] if d1[w] > 0 else []
             leptonic |= any(abs(int(d)) in (11, 13, 15) for d in daughters)
         assert leptonic
+    # The filter's efficiency is counted: about 55 % of ttbar events have a leptonic W.
+    source = PythiaSource("ttbar", 7, 0, pileup_mu=0.0)
+    source._hard_events(40)
+    assert source.stats.kept == 40 and 0.35 < source.stats.kept / source.stats.generated < 0.8
 
 
 def test_qcd_filter_keeps_events_with_a_hard_lepton():
@@ -158,3 +169,21 @@ def test_features_of_pythia_events_are_finite(pythia_files):
             selection = K.select(batch)
             hlf = K.hlf_batch(batch, selection).to_pandas()
             assert np.isfinite(hlf.select_dtypes("number").to_numpy()).all()
+
+
+def test_a_filter_that_keeps_nothing_stops_with_a_clear_error(monkeypatch):
+    from lhc_assets.physics.generators import pythia
+
+    monkeypatch.setitem(pythia.PROCESSES, "qcd", pythia.Process(PROCESSES["wjets"].settings, lepton_filter_pt=1e6))
+    monkeypatch.setattr(pythia, "_MAX_GENERATED_PER_KEPT", 30)
+    with pytest.raises(pythia.PythiaError, match="qcd: the generator filter kept 0 of"):
+        PythiaSource("qcd", 1, 0, pileup_mu=0.0)._hard_events(5)
+
+
+def test_an_unwritable_cache_is_reported(tmp_path):
+    from lhc_assets.physics.generators.pythia import PythiaError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PythiaError, match=r"cannot write Pythia's initialisation cache .* LHC_PYTHIA_CACHE"):
+        make_pythia(PROCESSES["wjets"].settings, 1, cache_dir=blocker / "cache")
