@@ -66,6 +66,7 @@ lint: install
 
 bench: install check-java
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+	@echo "== benchmarks/generate.py --engine pythia"; $(BIN)/python benchmarks/generate.py --engine pythia --quick
 
 clean:
 	rm -rf $(DAGSTER_HOME) $(PHYSICS_DAGSTER_HOME) .pytest_cache .ruff_cache
