@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pileup-mu", type=_non_negative_float, default=None, metavar="MU",
                    help=f"pythia: mean pileup interactions per event (default {pythia.PILEUP_MU:g})")
     p.add_argument("--pileup-pool", type=_positive, default=None, metavar="N",
-                   help=f"pythia: minimum-bias events generated per file (default {pythia.PILEUP_POOL})")
+                   help=f"pythia: size of the pileup pool a seed's files share (default {pythia.PILEUP_POOL})")
     p.add_argument("--compression", choices=sorted(COMPRESSION), default="lz4")
     p.add_argument("--jobs", type=_positive, default=1, help="files generated in parallel (processes)")
     p.add_argument("--skip-existing", action="store_true", help="keep files that already exist under their name")

@@ -14,9 +14,10 @@ process card (``PROCESSES``, documented in docs/physics.md):
   electron or muon above 20 GeV in |eta| < 2.5. Of the variants measured (docs/physics.md) this one gives
   the most selected events per second; the bias it introduces is documented there.
 
-Pileup: a pool of minimum-bias events (``SoftQCD:inelastic``) is generated once per file and a Poisson
-number (mean ``pileup_mu``) of them is overlaid on every event, each rotated by a random azimuth,
-randomly mirrored in z and placed at its own vertex along the beam, as Delphes' PileUpMerger does.
+Pileup: a pool of minimum-bias events (``SoftQCD:inelastic``) is generated once per seed, cached and shared
+by every sample and file (as Delphes reads one minimum-bias file), and a Poisson number (mean
+``pileup_mu``) of them is overlaid on every event, each rotated by a random azimuth, randomly mirrored in z
+and placed at its own vertex along the beam, as Delphes' PileUpMerger does.
 
 Deterministic: the same (seed, sample, file index, events, options) gives the same events.
 """
@@ -43,7 +44,7 @@ from lhc_assets.physics.schema import SAMPLES
 # Events per simulation batch: the fast simulation and the writer work on this many at a time.
 BATCH_EVENTS = 200
 PILEUP_MU = 20.0  # mean number of pileup interactions, the study's CMS-like set-up
-PILEUP_POOL = 1000  # minimum-bias events generated per file and reused
+PILEUP_POOL = 5000  # minimum-bias events generated once per seed (and cached), shared by every sample and file
 BEAM_SPOT_XY, BEAM_SPOT_Z = 0.015, 45.0  # mm, luminous region (Gaussian widths)
 LEPTON_FILTER_ETA = 2.5
 _PYTHIA_SEED_MAX = 900_000_000  # Pythia accepts seeds up to 900,000,000
@@ -247,7 +248,18 @@ def _stable(cols: dict[str, np.ndarray], event: np.ndarray, charges: _ChargeTabl
 class PileupPool:
     """Minimum-bias events generated once and overlaid many times, each time rotated and displaced."""
 
-    def __init__(self, size: int, seed: int):
+    _FLOAT = ("px", "py", "pz", "e", "vx", "vy", "vz")
+
+    def __init__(self, size: int, seed: int, particles: dict[str, np.ndarray] | None = None,
+                 offsets: np.ndarray | None = None):
+        if particles is None:
+            particles, offsets = self._generate(size, seed)
+        self.size = size
+        self.particles = particles
+        self.offsets = offsets
+
+    @classmethod
+    def _generate(cls, size: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         pythia = make_pythia(MINIMUM_BIAS, seed)
         charges = _ChargeTable(pythia)
         parts, n = [], 0
@@ -259,9 +271,31 @@ class PileupPool:
             parts.append(_stable(cols, event, charges))
             n += counts.shape[0]
         table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        self.size = size
-        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(table.pop("event"), minlength=size))])
-        self.particles = table
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(table.pop("event"), minlength=size))])
+        # float32 like the files, and the same whether generated now or read from the cache
+        return {k: v.astype(np.float32) if k in cls._FLOAT else v.astype(np.int32) for k, v in table.items()}, offsets
+
+    @classmethod
+    def shared(cls, size: int, seed: int, cache_dir: Path | None = None) -> PileupPool:
+        """The pool of a seed, generated once and cached (``LHC_PYTHIA_CACHE``): every sample and file of
+        that seed overlays the same minimum-bias events, as Delphes reads one minimum-bias file, so pileup
+        carries nothing that tells one class (or file) from another."""
+        directory = init_cache_dir() if cache_dir is None else cache_dir
+        key = hashlib.sha256("\n".join((_pythia_version(), *COMMON_SETTINGS, *MINIMUM_BIAS, str(size), str(seed)))
+                             .encode()).hexdigest()[:16]
+        path = directory / f"pileup-{key}.npz"
+        try:
+            with np.load(path) as stored:
+                particles = {k: stored[k] for k in stored.files if k != "offsets"}
+                return cls(size, seed, particles, stored["offsets"])
+        except (OSError, ValueError, KeyError):  # missing, or damaged: generate (again)
+            pass
+        pool = cls(size, seed)
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".pileup-{key}.{os.getpid()}.partial.npz"
+        np.savez(partial, offsets=pool.offsets, **pool.particles)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the whole pool or none
+        return pool
 
     def overlay(self, n_events: int, mu: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Pileup particles of ``n_events`` events, ordered by event, with an ``event`` column."""
@@ -308,8 +342,9 @@ class PythiaSource:
             raise ValueError(f"pileup_mu must not be negative, got {self.pileup_mu}")
         if self.pileup_pool < 1:
             raise ValueError(f"pileup_pool must be at least 1, got {self.pileup_pool}")
-        hard, pileup, detector = np.random.SeedSequence(
-            [self.seed, SAMPLES[self.sample], self.file_index, _ENGINE_TAG]).spawn(3)
+        per_file = np.random.SeedSequence([self.seed, SAMPLES[self.sample], self.file_index, _ENGINE_TAG])
+        hard, detector = per_file.spawn(2)
+        pileup = np.random.SeedSequence([self.seed, _ENGINE_TAG])  # one pool per seed, whatever the sample
         self.process = PROCESSES[self.sample]
         t0 = time.perf_counter()
         self._hook = leptonic_w_filter() if self.process.leptonic_w else None  # alive as long as Pythia
@@ -379,7 +414,7 @@ class PythiaSource:
             hard[name] = hard[name] + pv[hard["event"], axis]
         if self.pileup_mu > 0:
             if self._pool is None:
-                self._pool = PileupPool(self.pileup_pool, self._pileup_seed)
+                self._pool = PileupPool.shared(self.pileup_pool, self._pileup_seed)
             pileup = self._pool.overlay(n, self.pileup_mu, self._rng)
             merged = {k: np.concatenate([hard[k], pileup[k]]) for k in hard}
             order = np.argsort(merged["event"], kind="stable")
