@@ -334,3 +334,11 @@ def test_soft_forward_particles_deposit_in_the_forward_calorimeter():
     assert batch.counts["EFlowTrack"].sum() == 0
     assert batch.counts["EFlowNeutralHadron"].mean() > 0.5
     assert np.all(np.abs(batch.fields["EFlowNeutralHadron"]["Eta"]) > 3.0)
+
+
+def test_jets_raised_above_threshold_by_the_energy_scale_are_kept():
+    # An 18.5 GeV spray: below 20 GeV as clustered, above it after the card's energy scale (x 1.17).
+    batch = run(repeated((22, 18.5, 0.0, 1.0), 200))
+    jets = batch.fields["Jet"]["PT"]
+    assert batch.counts["Jet"].mean() > 0.9
+    assert np.all(jets > CMS.jet_min_pt) and np.median(jets) == pytest.approx(18.5 * 1.166, rel=0.03)
