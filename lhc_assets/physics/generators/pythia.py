@@ -276,14 +276,20 @@ class PileupPool:
         return {k: v.astype(np.float32) if k in cls._FLOAT else v.astype(np.int32) for k, v in table.items()}, offsets
 
     @classmethod
+    def cache_path(cls, size: int, seed: int, cache_dir: Path | None = None) -> Path:
+        """Where the pool of a seed is cached (it exists once :meth:`shared` has made it)."""
+        directory = init_cache_dir() if cache_dir is None else cache_dir
+        key = hashlib.sha256("\n".join((_pythia_version(), *COMMON_SETTINGS, *MINIMUM_BIAS, str(size), str(seed)))
+                             .encode()).hexdigest()[:16]
+        return directory / f"pileup-{key}.npz"
+
+    @classmethod
     def shared(cls, size: int, seed: int, cache_dir: Path | None = None) -> PileupPool:
         """The pool of a seed, generated once and cached (``LHC_PYTHIA_CACHE``): every sample and file of
         that seed overlays the same minimum-bias events, as Delphes reads one minimum-bias file, so pileup
         carries nothing that tells one class (or file) from another."""
-        directory = init_cache_dir() if cache_dir is None else cache_dir
-        key = hashlib.sha256("\n".join((_pythia_version(), *COMMON_SETTINGS, *MINIMUM_BIAS, str(size), str(seed)))
-                             .encode()).hexdigest()[:16]
-        path = directory / f"pileup-{key}.npz"
+        path = cls.cache_path(size, seed, cache_dir)
+        directory = path.parent
         try:
             with np.load(path) as stored:
                 particles = {k: stored[k] for k in stored.files if k != "offsets"}
@@ -292,7 +298,7 @@ class PileupPool:
             pass
         pool = cls(size, seed)
         directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / f".pileup-{key}.{os.getpid()}.partial.npz"
+        partial = directory / f".{path.stem}.{os.getpid()}.partial.npz"
         np.savez(partial, offsets=pool.offsets, **pool.particles)
         os.replace(partial, path)  # atomic: a concurrent reader sees the whole pool or none
         return pool
@@ -351,7 +357,7 @@ class PythiaSource:
         self._pythia = make_pythia(self.process.settings, _seed(hard), user_hook=self._hook)
         self.stats.pythia_s += time.perf_counter() - t0
         self._charges = _ChargeTable(self._pythia)
-        self._pileup_seed = _seed(pileup)
+        self.pileup_seed = _seed(pileup)  # of the shared pool (PileupPool.cache_path)
         self._pool: PileupPool | None = None
         self._rng = np.random.default_rng(detector)
         # Filtered events generated beyond the current batch, kept for the next one.
@@ -414,7 +420,7 @@ class PythiaSource:
             hard[name] = hard[name] + pv[hard["event"], axis]
         if self.pileup_mu > 0:
             if self._pool is None:
-                self._pool = PileupPool.shared(self.pileup_pool, self._pileup_seed)
+                self._pool = PileupPool.shared(self.pileup_pool, self.pileup_seed)
             pileup = self._pool.overlay(n, self.pileup_mu, self._rng)
             merged = {k: np.concatenate([hard[k], pileup[k]]) for k in hard}
             order = np.argsort(merged["event"], kind="stable")

@@ -190,8 +190,10 @@ def test_an_unwritable_cache_is_reported(tmp_path):
 
 
 def test_one_pileup_pool_per_seed_shared_by_every_sample_and_file(tmp_path):
+    assert not PileupPool.cache_path(20, seed=9, cache_dir=tmp_path).exists()
     fresh = PileupPool.shared(20, seed=9, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("pileup-*.npz"))) == 1
+    assert list(tmp_path.glob("pileup-*.npz")) == [PileupPool.cache_path(20, seed=9, cache_dir=tmp_path)]
+    assert PileupPool.cache_path(20, seed=10, cache_dir=tmp_path) != PileupPool.cache_path(20, 9, tmp_path)
     cached = PileupPool.shared(20, seed=9, cache_dir=tmp_path)
     np.testing.assert_array_equal(fresh.offsets, cached.offsets)
     for k, v in fresh.particles.items():
