@@ -21,10 +21,10 @@ from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
+from lhc_assets.ml.contract import MODEL_FILE
 from resources.io_manager import current_version, new_version, publish_version
 from resources.storage import StorageResource
 
-MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
 
 

@@ -32,10 +32,10 @@ from dagster import (
 from pydantic import Field
 
 from lhc_assets.assets.ingestion import delphes_files
+from lhc_assets.ml.contract import GRU_WIDTH, N_CLASSES, N_HLF
 from lhc_assets.ml.dataset_writer import (
     BYTES_PER_HLF_EVENT,
     BYTES_PER_INCLUSIVE_EVENT,
-    GRU_WIDTH,
     HLF_SCHEMA,
     INCLUSIVE_SCHEMA,
     SPLITS,
@@ -44,9 +44,9 @@ from lhc_assets.ml.dataset_writer import (
     rows_per_row_group,
     scan_files,
 )
-from lhc_assets.ml.preparation import N_CLASSES, N_HLF, FeatureScalers
+from lhc_assets.ml.preparation import FeatureScalers
 from lhc_assets.physics.partition_keys import parse_key
-from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, SAMPLES
+from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, LLF_ROWS, N_LLF, SAMPLES
 from resources.io_manager import SparkTable, StagedParquet, materialized_path, staging_dir
 from resources.spark import SparkResource
 from resources.storage import StorageResource
@@ -290,7 +290,8 @@ _DATASET_CHECKS = {
 
 
 def _check_description(columns: dict[str, int], unit_interval: bool) -> str:
-    text = f"Shapes {' / '.join(str(n) if n != GRU_WIDTH else '801*19' for n in columns.values())} and no NaN or inf"
+    shapes = " / ".join(str(n) if n != GRU_WIDTH else f"{LLF_ROWS}*{N_LLF}" for n in columns.values())
+    text = f"Shapes {shapes} and no NaN or inf"
     return text + (", and every HLF input in [0, 1] (the scaler was fitted on this split)." if unit_interval else ".")
 
 

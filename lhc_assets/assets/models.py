@@ -33,8 +33,9 @@ from dagster import (
 from pydantic import Field
 
 from lhc_assets.assets.ingestion import delphes_files
+from lhc_assets.ml.contract import KERAS_MODELS, RANDOM_FOREST, keras_model, normalize_sequence_steps
 from lhc_assets.ml.hyperparameters import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_HIDDEN
-from lhc_assets.physics.schema import LABEL_NAMES
+from lhc_assets.physics.schema import LABEL_NAMES, LLF_ROWS
 from resources.io_manager import (
     PartitionNotMaterialized,
     SparkParquetIOManager,
@@ -53,15 +54,6 @@ from resources.storage import StorageResource
 _OWNERS = ["team:lhc-physics-ml"]
 CLASS_NAMES = list(LABEL_NAMES)
 SIGNAL = CLASS_NAMES.index("ttbar")
-KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier")
-BASELINE = "random_forest_baseline"
-ALL_MODELS = (*KERAS_MODELS, BASELINE)
-# Training sets each model reads (train, validation = test), by asset name.
-_MODEL_DATA = {
-    "hlf_classifier": ("hlf_train_set", "hlf_test_set"),
-    "particle_sequence_classifier": ("train_set", "test_set"),
-    "inclusive_classifier": ("train_set", "test_set"),
-}
 _READ_BATCH = 1024  # events per reader batch; bucketing regroups them into training batches
 MIN_AUC = 0.8
 INCLUSIVE_AUC_TOLERANCE = 0.005
@@ -181,13 +173,13 @@ class HlfTrainingConfig(_TrainingConfig):
 
 class SequenceTrainingConfig(_TrainingConfig):
     epochs: int = Field(default=6, gt=0, description="Training epochs (DESIGN: 6 for the inclusive classifier).")
-    sequence_steps: int = Field(default=801, ge=1, le=801, description=(
-        "Rows of each particle list the GRU reads: 801 reads whole lists (DESIGN.md; bucketed by length, see "
-        "bucket_width); fewer reads only the particles nearest the lepton (the end of the list), a different "
-        "input: 128 trains the inclusive classifier 3.7x faster at the same test AUC on the generated data, but "
-        "costs the particle-sequence classifier accuracy (docs/performance.md)."))
+    sequence_steps: int | None = Field(default=None, ge=1, le=LLF_ROWS, description=(
+        "Rows of each particle list the GRU reads: unset (or 801) reads whole lists (DESIGN.md; bucketed by "
+        "length, see bucket_width); fewer reads only the particles nearest the lepton (the end of the list), a "
+        "different input: 128 trains the inclusive classifier 3.7x faster at the same test AUC on the generated "
+        "data, but costs the particle-sequence classifier accuracy (docs/performance.md)."))
     bucket_width: int = Field(
-        default=100, ge=0, description="With sequence_steps=801: group events by particle count into buckets of "
+        default=100, ge=0, description="With whole lists: group events by particle count into buckets of "
         "this many steps and run the GRU only over each batch's bucket (0: always all 801 steps; same model, slower).")
     jit_compile: bool = Field(default=True, description=(
         "Compile the training step with XLA: 1.3-1.6x faster on CPU; each batch shape compiles once, a few "
@@ -200,17 +192,17 @@ def _train_keras(context: AssetExecutionContext, name: str, config: _TrainingCon
 
     from lhc_assets.ml.evaluation import plot_training_curves
     from lhc_assets.ml.readers import arrow_dataset, dataset_rows, petastorm_dataset
-    from lhc_assets.ml.training import build_model, fit, model_inputs, training_batches
+    from lhc_assets.ml.training import fit, training_batches
 
-    inputs = model_inputs(name)
-    train_name, test_name = _MODEL_DATA[name]
-    train_path, test_path = _dataset_path(storage, train_name), _dataset_path(storage, test_name)
+    spec = keras_model(name)
+    inputs = spec.inputs
+    train_path, test_path = _dataset_path(storage, spec.train_set), _dataset_path(storage, spec.test_set)
     rows = dataset_rows(train_path)
-    bucket_width = getattr(config, "bucket_width", 0)
-    steps = getattr(config, "sequence_steps", 801)
-    steps = None if steps == 801 else steps
+    sequence = config if isinstance(config, SequenceTrainingConfig) else None
+    bucket_width = sequence.bucket_width if sequence else 0
+    steps = normalize_sequence_steps(sequence.sequence_steps) if sequence else None
     kwargs = {**builder_kwargs, "learning_rate": config.learning_rate, "seed": config.seed,
-              **({"sequence_steps": steps} if inputs != "hlf" else {})}
+              **({"sequence_steps": steps} if spec.reads_particles else {})}
     start = time.perf_counter()
     if config.distribution == "multi_worker":
         from lhc_assets.ml.distributed import train_multi_worker
@@ -229,7 +221,7 @@ def _train_keras(context: AssetExecutionContext, name: str, config: _TrainingCon
             {str(w["index"]): w["samples"] for w in report["workers"]})}
     else:
         keras.utils.set_random_seed(config.seed)
-        model = build_model(name, **kwargs)
+        model = spec.build(**kwargs)
         with petastorm_dataset(train_path, inputs, batch_size=_READ_BATCH, num_epochs=None, seed=config.seed,
                                workers_count=config.reader_workers) as train, \
                 arrow_dataset(test_path, inputs, batch_size=_READ_BATCH, shuffle_row_groups=False) as test:
@@ -253,7 +245,7 @@ def _train_keras(context: AssetExecutionContext, name: str, config: _TrainingCon
         **{f"final_{k}": v for k, v in final.items()},
         "training_curves": png_markdown(png, f"{name} training curves"),
         "distribution": config.distribution,
-        **({"sequence_steps": steps or 801, "bucket_width": bucket_width} if inputs != "hlf" else {}),
+        **({"sequence_steps": steps or LLF_ROWS, "bucket_width": bucket_width} if spec.reads_particles else {}),
         **extra,
     })
 
@@ -316,10 +308,10 @@ def random_forest_baseline(
     start = time.perf_counter()
     model = train_random_forest(train, config.num_trees, config.max_depth, config.seed)
     seconds = time.perf_counter() - start
-    staging = new_model_staging(storage, BASELINE)
+    staging = new_model_staging(storage, RANDOM_FOREST)
     try:
         model.write().save(str(staging / "model"))
-        published = publish_version(staging, storage.models / BASELINE, new_version(context.run.run_id))
+        published = publish_version(staging, storage.models / RANDOM_FOREST, new_version(context.run.run_id))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     importances = sorted(feature_importances(model).items(), key=lambda kv: -kv[1])
@@ -334,9 +326,9 @@ def random_forest_baseline(
 
 
 def forest_path(storage: StorageResource):
-    version = current_version(storage.models / BASELINE)
+    version = current_version(storage.models / RANDOM_FOREST)
     if version is None:
-        raise Failure(description=f"{BASELINE} has not been trained: materialize it first")
+        raise Failure(description=f"{RANDOM_FOREST} has not been trained: materialize it first")
     return version / "model"
 
 
@@ -447,7 +439,7 @@ def _report_dir(storage: StorageResource):
     kinds={"spark", "json", "png"},
     owners=_OWNERS,
     tags={"stage": "evaluation"},
-    deps=[BASELINE],
+    deps=[RANDOM_FOREST],
     io_manager_key="report_io_manager",
     description=("Every model on the test split: one-vs-rest ROC AUC per class, accuracy, row-normalised confusion "
                  "matrix, ROC curves per class comparing the models (PNG) and a JSON report under "
@@ -477,7 +469,7 @@ def model_evaluation(
     forest = PipelineModel.load(str(forest_path(storage)))
     test = undersampled_dataset.where(F.col("split") == "test")
     forest_scores = forest_probabilities(forest, test).toArrow()
-    predictions[BASELINE] = (forest_scores.column("label").to_numpy(),
+    predictions[RANDOM_FOREST] = (forest_scores.column("label").to_numpy(),
                              forest_scores.column("probability").combine_chunks().flatten().to_numpy().reshape(-1, 3))
 
     report: dict[str, Any] = {"classes": CLASS_NAMES, "models": {}}

@@ -26,10 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lhc_assets.ml.contract import GRU_WIDTH, N_CLASSES, N_HLF
 from lhc_assets.ml.preparation import (
-    GRU_WIDTH,
-    N_CLASSES,
-    N_HLF,
     FeatureScalers,
     Moments,
     finite_range,

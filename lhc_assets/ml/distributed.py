@@ -59,13 +59,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Reader inputs each model builder consumes (the builders' input layers are named after the columns).
-MODEL_INPUTS = {
-    "hlf_classifier": "hlf",
-    "particle_sequence_classifier": "gru",
-    "inclusive_classifier": "inclusive",
-}
-MODEL_FILE = "model.keras"
+from lhc_assets.ml.contract import KERAS_MODELS, MODEL_FILE
+
 SPEC_FILE = "spec.json"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # How the gRPC server reports a port that another process took between picking and binding it.
@@ -93,10 +88,10 @@ def _check_spec(spec: dict[str, Any]) -> None:
     missing = {"dataset", "inputs", "model", "workers", "epochs", "batch_size", "output_dir"} - spec.keys()
     if missing:
         raise ValueError(f"spec lacks {sorted(missing)}")
-    if spec["model"] not in MODEL_INPUTS:
-        raise ValueError(f"model must be one of {sorted(MODEL_INPUTS)}, got {spec['model']!r}")
-    if MODEL_INPUTS[spec["model"]] != spec["inputs"]:
-        raise ValueError(f"{spec['model']} takes inputs {MODEL_INPUTS[spec['model']]!r}, not {spec['inputs']!r}")
+    if spec["model"] not in KERAS_MODELS:
+        raise ValueError(f"model must be one of {sorted(KERAS_MODELS)}, got {spec['model']!r}")
+    if KERAS_MODELS[spec["model"]].inputs != spec["inputs"]:
+        raise ValueError(f"{spec['model']} takes inputs {KERAS_MODELS[spec['model']].inputs!r}, not {spec['inputs']!r}")
     if not spec["workers"] or len(set(spec["workers"])) != len(spec["workers"]):
         raise ValueError(f"workers must be distinct host:port addresses, got {spec['workers']}")
     if spec["epochs"] < 1 or spec["batch_size"] < 1:
@@ -161,7 +156,7 @@ def run_worker(spec: dict[str, Any], index: int) -> dict[str, Any]:
     if seed is not None:
         keras.utils.set_random_seed(int(seed))  # same initial weights everywhere (the chief's are broadcast anyway)
     with strategy.scope():
-        model = getattr(models, spec["model"])(**{"seed": seed, **spec.get("model_kwargs", {})})
+        model = KERAS_MODELS[spec["model"]].build(**{"seed": seed, **spec.get("model_kwargs", {})})
 
     options = tf.data.Options()
     # Sharding is done by the reader; tf.data must not shard (or rebatch) the worker's stream again.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, HLF_INPUT
+from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE, HLF_INPUT
 
 _MODELS: dict[tuple[str, float], object] = {}
 _FORWARD: dict[int, object] = {}

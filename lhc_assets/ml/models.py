@@ -1,7 +1,8 @@
 """Keras 3 model builders of DESIGN section 6, compiled and ready for ``fit``.
 
 Input layers are named after the dataset columns ("hlf_input", "gru_input") so that the dict batches of
-``lhc_assets.ml.readers`` feed the inclusive model directly. Only built-in layers are used, so that the
+``lhc_assets.ml.readers`` feed the inclusive model directly. Which model reads which inputs and datasets is
+registered in ``lhc_assets.ml.contract``. Only built-in layers are used, so that the
 models round-trip through the native ``.keras`` format with ``safe_mode=True``.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import keras
 
-from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, HLF_INPUT, HLF_SHAPE, N_CLASSES
+from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE, HLF_INPUT, HLF_SHAPE, N_CLASSES
 
 DROPOUT = 0.2
 

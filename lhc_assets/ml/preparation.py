@@ -19,12 +19,9 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from lhc_assets.physics.schema import HLF_COLUMNS, LLF_COLUMNS, LLF_ROWS
+from lhc_assets.ml.contract import GRU_WIDTH, N_CLASSES, N_HLF
+from lhc_assets.physics.schema import HLF_COLUMNS, LLF_COLUMNS, LLF_ROWS, N_LLF
 
-N_HLF = len(HLF_COLUMNS)
-N_LLF = len(LLF_COLUMNS)
-N_CLASSES = 3
-GRU_WIDTH = LLF_ROWS * N_LLF  # 801 * 19 values per event, row-major
 _ETA = LLF_COLUMNS.index("eta")
 _PHI = LLF_COLUMNS.index("phi")
 

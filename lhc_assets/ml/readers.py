@@ -5,7 +5,7 @@ This is the only module that imports Petastorm, so that it can be replaced by th
 
 A dataset is a directory of Parquet files (names starting with ``_`` or ``.`` are ignored, as Spark
 writes ``_SUCCESS`` and ``.crc`` files) with plain ``list<float>`` columns ``label`` [3],
-``hlf_input`` [14] and, in inclusive datasets, ``gru_input`` [801*19, row-major].
+``hlf_input`` [14] and, in inclusive datasets, ``gru_input`` [801*19, row-major] (``lhc_assets.ml.contract``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-HLF_INPUT = "hlf_input"
-GRU_INPUT = "gru_input"
-LABEL = "label"
-HLF_SHAPE = (14,)
-GRU_SHAPE = (801, 19)
-N_CLASSES = 3
-INPUTS = ("hlf", "gru", "inclusive")
+from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE, INPUT_COLUMNS, INPUTS, LABEL, WIDTHS
 
-# Flattened list length stored on disk per column.
-_WIDTHS = {HLF_INPUT: HLF_SHAPE[0], GRU_INPUT: GRU_SHAPE[0] * GRU_SHAPE[1], LABEL: N_CLASSES}
-_INPUT_COLUMNS = {"hlf": (HLF_INPUT,), "gru": (GRU_INPUT,), "inclusive": (HLF_INPUT, GRU_INPUT)}
 # Row groups decoded ahead of the consumer by arrow_dataset (pyarrow releases the GIL while decoding).
 _READ_AHEAD = 4
 
@@ -52,9 +43,9 @@ class _RowGroup:
 
 def columns_for(inputs: str) -> tuple[str, ...]:
     """The Parquet columns a reader of ``inputs`` loads: the model inputs, then the label."""
-    if inputs not in _INPUT_COLUMNS:
+    if inputs not in INPUT_COLUMNS:
         raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
-    return (*_INPUT_COLUMNS[inputs], LABEL)
+    return (*INPUT_COLUMNS[inputs], LABEL)
 
 
 def parquet_files(path: PathLike) -> list[Path]:
@@ -104,10 +95,10 @@ def _row_groups(path: PathLike, columns: Sequence[str]) -> list[_RowGroup]:
             for name in columns:
                 leaf = next(j for j, p in enumerate(leaves) if p.startswith(f"{name}."))
                 values = row_group.column(leaf).num_values
-                if values != row_group.num_rows * _WIDTHS[name]:
+                if values != row_group.num_rows * WIDTHS[name]:
                     raise ValueError(
                         f"column {name!r} in {str(file)!r} row group {index}: {values} values for "
-                        f"{row_group.num_rows} rows, expected lists of length {_WIDTHS[name]}"
+                        f"{row_group.num_rows} rows, expected lists of length {WIDTHS[name]}"
                     )
             groups.append(_RowGroup(file, index, metadata, row_group.num_rows))
     return groups
@@ -127,7 +118,7 @@ def _shard(groups: list[_RowGroup], cur_shard: int | None, shard_count: int | No
 def _list_column(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
     """A list<float> column as a (rows, width) float32 array: a view of the flat values, no per-row work."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    width = _WIDTHS[name]
+    width = WIDTHS[name]
     if array.null_count:
         raise ValueError(f"column {name!r} has {array.null_count} null rows")
     offsets = array.offsets.to_numpy()
@@ -153,7 +144,7 @@ def _model_inputs(inputs: str, columns: Sequence[str]) -> Callable[..., tuple]:
     def to_model_inputs(*tensors: tf.Tensor) -> tuple:
         named = {}
         for name, tensor in zip(columns, tensors, strict=True):
-            named[name] = tf.ensure_shape(tensor, (None, _WIDTHS[name]))
+            named[name] = tf.ensure_shape(tensor, (None, WIDTHS[name]))
         if GRU_INPUT in named:
             named[GRU_INPUT] = tf.reshape(named[GRU_INPUT], (-1, *GRU_SHAPE))
         label = named.pop(LABEL)
@@ -308,7 +299,7 @@ def arrow_dataset(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    signature = tuple(tf.TensorSpec((None, _WIDTHS[name]), tf.float32) for name in columns)
+    signature = tuple(tf.TensorSpec((None, WIDTHS[name]), tf.float32) for name in columns)
     rows = tf.data.Dataset.from_generator(generate, output_signature=signature)
     yield _finish(rows.map(_model_inputs(inputs, columns)), batch_size, drop_remainder)
 
@@ -329,7 +320,7 @@ def load_arrays(path: PathLike, inputs: str, max_rows: int | None = None) -> tup
     arrays = {}
     for k, name in enumerate(columns):
         pieces = [part[k] for part in parts]
-        arrays[name] = (np.concatenate(pieces) if pieces else np.empty((0, _WIDTHS[name]), np.float32))[:max_rows]
+        arrays[name] = (np.concatenate(pieces) if pieces else np.empty((0, WIDTHS[name]), np.float32))[:max_rows]
     if GRU_INPUT in arrays:
         arrays[GRU_INPUT] = arrays[GRU_INPUT].reshape(-1, *GRU_SHAPE)
     labels = arrays.pop(LABEL)

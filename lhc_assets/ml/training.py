@@ -16,38 +16,28 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from lhc_assets.ml import models
-from lhc_assets.ml.readers import GRU_INPUT, GRU_SHAPE, prefetched
+from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE, keras_model
+from lhc_assets.ml.readers import prefetched
 
 FULL_LENGTH = GRU_SHAPE[0]
 DEFAULT_BUCKET_WIDTH = 100
 
-# Model name -> (builder, reader inputs). The names are the asset names.
-MODELS: dict[str, tuple[Callable[..., keras.Model], str]] = {
-    "hlf_classifier": (models.hlf_classifier, "hlf"),
-    "particle_sequence_classifier": (models.particle_sequence_classifier, "gru"),
-    "inclusive_classifier": (models.inclusive_classifier, "inclusive"),
-}
 
 
 def model_inputs(model_name: str) -> str:
     """The reader ``inputs`` ("hlf", "gru" or "inclusive") a model is trained on."""
-    if model_name not in MODELS:
-        raise ValueError(f"unknown model {model_name!r}; expected one of {sorted(MODELS)}")
-    return MODELS[model_name][1]
+    return keras_model(model_name).inputs
 
 
 def build_model(model_name: str, **kwargs: Any) -> keras.Model:
     """A compiled model of DESIGN section 6 by name (kwargs go to the builder in ``lhc_assets.ml.models``)."""
-    model_inputs(model_name)
-    return MODELS[model_name][0](**kwargs)
+    return keras_model(model_name).build(**kwargs)
 
 
 def _sequences(x: Any) -> tf.Tensor | None:

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from lhc_assets.physics import schema as S
+from lhc_assets.physics.schema import N_LLF
 
-N_LLF = len(S.LLF_COLUMNS)
 ROW_BYTES = 4 * N_LLF
 FLOAT32_LE = np.dtype("<f4")
 LLF_FIELD = pa.field("llf", pa.binary(), nullable=False, metadata={

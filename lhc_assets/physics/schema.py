@@ -121,6 +121,7 @@ LLF_COLUMNS: Final = (
     "E", "px", "py", "pz", "pT", "eta", "phi", "vtxX", "vtxY", "vtxZ",
     "ChPFIso", "GammaPFIso", "NeuPFIso", "isChHad", "isNeuHad", "isGamma", "isEle", "isMu", "charge",
 )
+N_LLF: Final = len(LLF_COLUMNS)  # features per particle
 
 # Why an event was not selected.
 DROP_NO_LEPTON: Final = "no_lepton_above_pt"  # no electron or tight muon with PT > 23 GeV

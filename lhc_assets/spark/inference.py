@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
+from lhc_assets.ml.contract import GRU_INPUT, GRU_WIDTH, HLF_INPUT, LABEL, N_CLASSES, N_HLF
+
 IDENTITY = ("sample", "file", "entry")
 
 
@@ -26,8 +28,8 @@ def score_events(df: DataFrame, models: Mapping[str, str]) -> DataFrame:
     """Per-event class probabilities of every model in ``models`` (name -> ``.keras`` path on shared storage)."""
     names = list(models)
     paths = dict(models)
-    wants_particles = "gru_input" in df.columns
-    columns = [*IDENTITY, "label", "hlf_input", *(["gru_input"] if wants_particles else [])]
+    wants_particles = GRU_INPUT in df.columns
+    columns = [*IDENTITY, LABEL, HLF_INPUT, *([GRU_INPUT] if wants_particles else [])]
     schema = ", ".join(["sample string", "file string", "entry long", "label int",
                         *(f"`{name}` array<float>" for name in names)])
 
@@ -36,13 +38,13 @@ def score_events(df: DataFrame, models: Mapping[str, str]) -> DataFrame:
 
         loaded = {name: load_model(path) for name, path in paths.items()}
         for batch in batches:
-            hlf = _matrix(batch.column("hlf_input"), 14)
-            gru = _matrix(batch.column("gru_input"), 801 * 19) if wants_particles else None
-            labels = np.argmax(_matrix(batch.column("label"), 3), axis=1).astype(np.int32)
+            hlf = _matrix(batch.column(HLF_INPUT), N_HLF)
+            gru = _matrix(batch.column(GRU_INPUT), GRU_WIDTH) if wants_particles else None
+            labels = np.argmax(_matrix(batch.column(LABEL), N_CLASSES), axis=1).astype(np.int32)
             arrays = [batch.column(c) for c in IDENTITY] + [pa.array(labels)]
             for name in names:
                 probabilities = predict_arrays(loaded[name], hlf, gru)
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel()), 3).cast(
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel()), N_CLASSES).cast(
                     pa.list_(pa.float32())))
             yield pa.RecordBatch.from_arrays(arrays, names=[*IDENTITY, "label", *names])
 

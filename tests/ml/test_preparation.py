@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lhc_assets.ml.contract import GRU_WIDTH, N_HLF
 from lhc_assets.ml.preparation import (
-    GRU_WIDTH,
-    N_HLF,
-    N_LLF,
     FeatureScalers,
     Moments,
     gru_input,
@@ -18,7 +16,7 @@ from lhc_assets.ml.preparation import (
     shard_of,
     sort_particles,
 )
-from lhc_assets.physics.schema import LLF_COLUMNS, LLF_ROWS
+from lhc_assets.physics.schema import LLF_COLUMNS, LLF_ROWS, N_LLF
 
 ETA, PHI = LLF_COLUMNS.index("eta"), LLF_COLUMNS.index("phi")
 
