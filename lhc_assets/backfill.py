@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from lhc_assets import failures
+from lhc_assets.dagster_internals import add_asset_backfill, backfill_finished
 from lhc_assets.physics.ingest import HLF, LLF, RAW
 from resources.storage import StorageResource
 
@@ -76,20 +77,11 @@ def daemon_heartbeat_age(instance: DagsterInstance, daemon_type: str = "BACKFILL
 def submit(instance: DagsterInstance, keys: Sequence[str], assets: Sequence[str] = INGESTION_ASSETS,
            title: str | None = None) -> str:
     """Add an asset backfill of ``assets`` over ``keys`` to the instance (the daemon executes it); its id."""
-    # PartitionBackfill is what the UI's "Launch backfill" creates; there is no public constructor for it.
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
     from lhc_assets.definitions import defs
 
-    backfill_id = make_new_backfill_id()
-    instance.add_backfill(PartitionBackfill.from_asset_partitions(
-        backfill_id=backfill_id, asset_graph=defs.resolve_asset_graph(), partition_names=list(keys),
-        asset_selection=[AssetKey(a) for a in assets], backfill_timestamp=time.time(),
-        tags={"lhc/launched_by": "lhc backfill"}, dynamic_partitions_store=instance, all_partitions=False,
-        title=title or f"lhc backfill: {len(keys)} partition(s)", description=None, run_config=None,
-    ))
-    return backfill_id
+    return add_asset_backfill(instance, defs.resolve_asset_graph(), keys, assets,
+                              title=title or f"lhc backfill: {len(keys)} partition(s)",
+                              tags={"lhc/launched_by": "lhc backfill"})
 
 
 @dataclass
@@ -163,8 +155,6 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
           assets: Sequence[str] = INGESTION_ASSETS) -> Progress:
     """Follow a backfill in the instance until it and its runs are finished (or ``timeout_s`` passes),
     reporting each partition once as it is materialized or fails."""
-    from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
-
     progress = Progress(keys=list(keys), assets=tuple(assets), since=since)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     width = len(str(len(progress.keys)))
@@ -188,7 +178,7 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
                 for key in progress.record_failed_run(instance, run, _step_failures(instance, run.run_id)):
                     announce(key)
         runs_done = all(r.status in TERMINAL_RUN_STATUSES for r in runs)
-        if backfill is not None and backfill.status in BULK_ACTION_TERMINAL_STATUSES and runs_done:
+        if backfill is not None and backfill_finished(backfill) and runs_done:
             # A last look: materializations of the final run may land just before its status changes.
             for key in progress.poll_materializations(instance):
                 announce(key)

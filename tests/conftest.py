@@ -17,6 +17,29 @@ SAMPLE_EVENTS = 800
 SAMPLE_SEED = 11
 
 
+def _jvm_started() -> bool:
+    context = sys.modules.get("pyspark") and sys.modules["pyspark"].SparkContext
+    return bool(context and context._gateway is not None)
+
+
+_JVM_BEFORE = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.stash[_JVM_BEFORE] = _jvm_started()  # before the fixtures: a session fixture may start Spark
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that starts the JVM must be marked slow: ``make test``'s fast tier never waits for Spark."""
+    outcome = yield
+    if not item.stash.get(_JVM_BEFORE, True) and _jvm_started() and item.get_closest_marker("slow") is None:
+        outcome.force_exception(pytest.fail.Exception(
+            f"{item.nodeid} started a JVM (Spark) without the slow marker: mark it @pytest.mark.slow", pytrace=False))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def pythia_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One cache of Pythia's initialisation for the whole session (minimum bias costs ~5 s once), private to it."""

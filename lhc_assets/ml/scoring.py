@@ -42,7 +42,7 @@ class FileScoreTask:
     out_file: str
 
 
-def _read(files: tuple[str, ...], columns: list[str]) -> pa.Table:
+def _read(files: tuple[str, ...], columns: list[str]) -> pa.Table | None:
     tables = [pq.read_table(f, columns=columns) for f in files]
     return pa.concat_tables(tables) if tables else None
 
@@ -83,6 +83,8 @@ def score_file(task: FileScoreTask) -> dict:
     source = f"partition {task.partition_key!r}"
     if hlf is None:
         raise ValueError(f"{source}: no hlf_features files")
+    if wants_particles and llf is None:
+        raise ValueError(f"{source}: no llf_features files, which the particle models need")
     probabilities = {name: np.zeros((len(hlf), 3), np.float32) for name in names}
     for rows, hlf_in, gru in feature_chunks(hlf, llf, scalers, source):
         for name, model in models.items():

@@ -61,6 +61,8 @@ def trigger_summary(scores: DataFrame, models: list[str], signal: int, efficienc
     from lhc_assets.physics.schema import LABEL_NAMES
 
     totals = {r["label"]: r["count"] for r in scores.groupBy("label").count().collect()}
+    if not totals.get(signal):
+        raise ValueError(f"no {LABEL_NAMES[signal]} (signal) events among the scores: no cut keeps a fraction of them")
     signal_scores = scores.where(F.col("label") == signal)
     rows = []
     for name in models:
@@ -69,11 +71,11 @@ def trigger_summary(scores: DataFrame, models: list[str], signal: int, efficienc
         for efficiency, cut in zip(efficiencies, cuts, strict=True):
             passed = {r["label"]: r["count"] for r in scores.where(column >= cut).groupBy("label").count().collect()}
             background = {}
-            for label, count in sorted(totals.items()):
-                if label != signal:
-                    eff = passed.get(label, 0) / count
-                    background[LABEL_NAMES[label]] = {"efficiency": eff, "rejection": 1.0 / eff if eff > 0 else None}
+            for label, class_name in enumerate(LABEL_NAMES):
+                if label != signal:  # a class without events is listed, with no efficiency to report
+                    eff = passed.get(label, 0) / totals[label] if totals.get(label) else None
+                    background[class_name] = {"efficiency": eff, "rejection": 1.0 / eff if eff else None}
             rows.append({"model": name, "signal_efficiency_target": efficiency, "cut": float(cut),
-                         "signal_efficiency": passed.get(signal, 0) / max(totals.get(signal, 0), 1),
+                         "signal_efficiency": passed.get(signal, 0) / totals[signal],
                          "background": background})
     return rows

@@ -3,6 +3,7 @@ run-failure sensor and listed until they are materialized again. The daemon-driv
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterEventType, build_run_status_sensor_context
 
 from lhc_assets import backfill, failures
@@ -21,6 +22,7 @@ def _failure_context(platform, run_id: str):
     ).for_run_failure()
 
 
+@pytest.mark.slow  # materializes through Spark
 def test_in_process_backfill_reports_each_partition_and_the_sensor_records_only_the_bad_one(platform, generated_files):
     good = [platform.add_file(s, generated_files[s]) for s in ("qcd", "ttbar")]
     bad = platform.add_file("wjets", name="garbage.root", maker=badfiles.not_root)
@@ -55,6 +57,7 @@ def test_in_process_backfill_reports_each_partition_and_the_sensor_records_only_
     assert len(failures.read(ledger)) == 1
 
 
+@pytest.mark.slow  # materializes through Spark
 def test_a_failure_without_partition_detail_fails_every_partition_of_the_run(platform, generated_files, monkeypatch):
     import lhc_assets.spark.tasks
 

@@ -8,6 +8,8 @@ import pytest
 
 from lhc_assets.physics.llf_format import N_LLF, encode_llf
 
+pytestmark = pytest.mark.slow  # starts the JVM
+
 
 def test_llf_as_array_shows_the_stored_particle_lists_as_float_arrays(spark, tmp_path):
     import pyarrow.parquet as pq
