@@ -238,17 +238,20 @@ def materialize_file_scores() -> bool:
     return result.success
 
 
-def print_model_comparison(storage) -> None:
-    import json
+def print_model_comparison() -> None:
+    """The model_evaluation report, loaded through its IO manager as any asset value."""
+    from dagster import AssetKey, DagsterInstance
 
-    from resources.io_manager import current_version
+    from lhc_assets.definitions import defs
 
-    directory = current_version(storage.reports / "model_evaluation")
-    if directory is None:
+    instance = DagsterInstance.get()
+    latest = instance.get_latest_materialization_event(AssetKey("model_evaluation"))
+    if latest is None:
         return
-    report = json.loads((directory / "report.json").read_text())
+    report = defs.load_asset_value("model_evaluation", instance=instance)
     classes = report["classes"]
-    print(f"\n  model comparison on the test split ({directory / 'report.json'})")
+    path = latest.asset_materialization.metadata.get("report")
+    print(f"\n  model comparison on the test split (model_evaluation{f': {path.value}' if path else ''})")
     print(f"  {'model':30s} " + " ".join(f"{'AUC ' + c:>11s}" for c in classes) + f" {'accuracy':>9s}")
     for name, r in report["models"].items():
         print(f"  {name:30s} " + " ".join(f"{r['auc'][c]:11.4f}" for c in classes) + f" {r['accuracy']:9.4f}")
@@ -290,7 +293,7 @@ def print_summary(storage) -> None:
         print(f"  training data: {counts['train_set']} train / {counts['test_set']} test events, balanced over "
               f"{len(SAMPLES)} classes (Petastorm datasets: train_set, test_set, hlf_train_set, hlf_test_set)")
     print(f"  warehouse: {storage.warehouse}")
-    print_model_comparison(storage)
+    print_model_comparison()
 
 
 if __name__ == "__main__":

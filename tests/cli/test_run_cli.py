@@ -31,7 +31,8 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
                             r"random_forest_baseline)\s+([\d. ]+)$", out, re.M))
     assert len(table) == 4 and all(len(v.split()) == 4 for v in table.values()), out
     assert all(0.0 <= float(x) <= 1.0 for v in table.values() for x in v.split())
-    assert list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
+    reports = list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
+    assert reports and f"model comparison on the test split (model_evaluation: {reports[0]})" in out
     # Every input file's selected events are scored too (the whole graph).
     assert "file scores: the Keras classifiers over every selected event of the 5 input files" in out
     scored = list((tmp_path / "data" / "warehouse" / "file_event_scores").glob("*/*/v-*/*.parquet"))
