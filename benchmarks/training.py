@@ -28,6 +28,7 @@ from pathlib import Path
 from _pipeline import prepare_training_data
 
 from lhc_assets.assets.models import FAST_SEQUENCE_STEPS
+from lhc_assets.ml.contract import keras_model
 
 BATCH = 128
 CORES = 2
@@ -40,12 +41,13 @@ def _train(model_name: str, train_set: str, test_set: str, epochs: int, bucket_w
     from lhc_assets.ml.evaluation import roc_auc
     from lhc_assets.ml.inference import predict_arrays
     from lhc_assets.ml.readers import dataset_rows, load_arrays, petastorm_dataset
-    from lhc_assets.ml.training import build_model, fit, model_inputs, training_batches
+    from lhc_assets.ml.training import fit, training_batches
 
-    inputs = model_inputs(model_name)
+    spec = keras_model(model_name)
+    inputs = spec.inputs
     keras.utils.set_random_seed(seed)
-    kwargs = {} if inputs == "hlf" else {"jit_compile": True, "sequence_steps": sequence_steps}
-    model = build_model(model_name, seed=seed, **kwargs)
+    kwargs = {"jit_compile": True, "sequence_steps": sequence_steps} if spec.reads_particles else {}
+    model = spec.build(seed=seed, **kwargs)
     rows = dataset_rows(train_set)
     with petastorm_dataset(train_set, inputs, batch_size=1024, num_epochs=None, seed=seed) as train:
         result = fit(model, training_batches(train, BATCH, bucket_width, sequence_steps), rows, BATCH, epochs)
@@ -61,11 +63,11 @@ def _train(model_name: str, train_set: str, test_set: str, epochs: int, bucket_w
 def _save(model_name: str, train_set: str, directory: Path) -> str:
     """A briefly trained model of this kind saved in the native format, for the inference benchmark."""
     from lhc_assets.ml.readers import load_arrays
-    from lhc_assets.ml.training import build_model, model_inputs
 
-    inputs = model_inputs(model_name)
-    kwargs = {} if inputs == "hlf" else {"sequence_steps": FAST_SEQUENCE_STEPS}
-    model = build_model(model_name, seed=3, **kwargs)
+    spec = keras_model(model_name)
+    inputs = spec.inputs
+    kwargs = {"sequence_steps": FAST_SEQUENCE_STEPS} if spec.reads_particles else {}
+    model = spec.build(seed=3, **kwargs)
     x, y = load_arrays(train_set, inputs)
     if kwargs:
         x["gru_input"] = x["gru_input"][:, -FAST_SEQUENCE_STEPS:]

@@ -22,22 +22,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE, keras_model
+from lhc_assets.ml.contract import GRU_INPUT, GRU_SHAPE
 from lhc_assets.ml.readers import prefetched
 
 FULL_LENGTH = GRU_SHAPE[0]
 DEFAULT_BUCKET_WIDTH = 100
-
-
-
-def model_inputs(model_name: str) -> str:
-    """The reader ``inputs`` ("hlf", "gru" or "inclusive") a model is trained on."""
-    return keras_model(model_name).inputs
-
-
-def build_model(model_name: str, **kwargs: Any) -> keras.Model:
-    """A compiled model of DESIGN section 6 by name (kwargs go to the builder in ``lhc_assets.ml.models``)."""
-    return keras_model(model_name).build(**kwargs)
 
 
 def _sequences(x: Any) -> tf.Tensor | None:
