@@ -27,8 +27,7 @@ from pathlib import Path
 
 from _pipeline import prepare_training_data
 
-from lhc_assets.assets.models import FAST_SEQUENCE_STEPS
-from lhc_assets.ml.contract import keras_model
+from lhc_assets.ml.contract import FAST_SEQUENCE_STEPS, keras_model
 
 BATCH = 128
 CORES = 2

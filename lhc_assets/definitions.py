@@ -6,12 +6,12 @@ import warnings
 
 from dagster import BetaWarning, Definitions, in_process_executor, with_source_code_references
 
-from lhc_assets.assets.datasets import dataset_asset_checks, dataset_assets, dataset_jobs
-from lhc_assets.assets.ingestion import ingestion_assets, ingestion_jobs
-from lhc_assets.assets.models import model_assets, model_checks, model_jobs
-from lhc_assets.assets.physics import physics_assets
-from lhc_assets.automation import retrain_on_new_data, with_retrain_conditions
-from lhc_assets.sensors import sensors
+from lhc_assets.defs.automation import retrain_on_new_data, with_retrain_conditions
+from lhc_assets.defs.datasets.assets import dataset_asset_checks, dataset_assets, dataset_jobs
+from lhc_assets.defs.ingestion.assets import ingestion_assets, ingestion_jobs
+from lhc_assets.defs.models.assets import model_assets, model_checks, model_jobs
+from lhc_assets.defs.physics.assets import physics_assets
+from lhc_assets.defs.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
 from resources.io_manager import SparkParquetIOManager
 from resources.json_io_manager import JsonIOManager, ReportIOManager

@@ -47,7 +47,7 @@ def test_ingestion_graph_is_defined_with_per_file_partitions():
 
 
 def test_contiguous_partition_ranges_cover_exactly_the_missing_keys():
-    from lhc_assets.backfill import contiguous_ranges
+    from lhc_assets.operations.backfill import contiguous_ranges
 
     order = ["a", "b", "c", "d", "e"]
     assert contiguous_ranges(order, {"a", "b", "d"}) == [("a", "b"), ("d", "d")]

@@ -41,8 +41,9 @@ def describe_definitions() -> dict[str, Any]:
         for job in sorted(repository.get_all_jobs(), key=lambda j: j.name) if not job.name.startswith("__")
     }
     sensors = {
-        sensor.name: {"type": sensor.sensor_type.value, "jobs": sorted(j.name for j in sensor.jobs) if sensor.has_jobs
-                      else [], "minimum_interval_seconds": sensor.minimum_interval_seconds,
+        sensor.name: {"type": sensor.sensor_type.value,
+                      "jobs": sorted(t.job_name for t in sensor.targets if t.job_name),
+                      "minimum_interval_seconds": sensor.minimum_interval_seconds,
                       "default_status": sensor.default_status.value}
         for sensor in sorted(repository.sensor_defs, key=lambda s: s.name)
     }

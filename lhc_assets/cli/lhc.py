@@ -70,7 +70,7 @@ def _ui_url() -> str:
 
 def _select(args, instance, storage) -> list[str] | None:
     """The partition keys the arguments name, in the instance's order; None after printing a usage problem."""
-    from lhc_assets import backfill, failures
+    from lhc_assets.operations import backfill, failures
 
     new = backfill.register_input_files(instance, storage)
     if new:
@@ -96,7 +96,7 @@ def _select(args, instance, storage) -> list[str] | None:
 
 
 def cmd_backfill(args) -> int:
-    from lhc_assets import backfill
+    from lhc_assets.operations import backfill
 
     instance, storage = _instance(), _storage()
     keys = _select(args, instance, storage)
@@ -144,7 +144,7 @@ def _summary(progress, backfill_id: str | None) -> int:
 
 
 def cmd_failures(args) -> int:
-    from lhc_assets import failures
+    from lhc_assets.operations import failures
 
     instance, storage = _instance(), _storage()
     recorded = failures.read(failures.ledger_path(storage.reports))

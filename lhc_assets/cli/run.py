@@ -14,9 +14,9 @@ import os
 import sys
 import time
 
-from lhc_assets.assets.models import FAST_SEQUENCE_STEPS
 from lhc_assets.cli import generate
 from lhc_assets.cli.home import ensure_dagster_home
+from lhc_assets.ml.contract import FAST_SEQUENCE_STEPS
 from lhc_assets.physics.schema import SAMPLES
 from resources.storage import storage_from_env
 
@@ -152,7 +152,7 @@ def materialize_ingestion(storage) -> bool:
     """Register every input file as a partition and materialize the ingestion graph where it is missing."""
     from dagster import DagsterInstance
 
-    from lhc_assets import backfill
+    from lhc_assets.operations import backfill
 
     instance = DagsterInstance.get()
     backfill.register_input_files(instance, storage)
@@ -221,7 +221,7 @@ def materialize_file_scores() -> bool:
     from dagster import DagsterInstance
 
     from lhc_assets.definitions import defs
-    from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
+    from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
 
     instance = DagsterInstance.get()
     keys = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)

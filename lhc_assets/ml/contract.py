@@ -85,6 +85,8 @@ KERAS_MODELS: Final = {spec.name: spec for spec in (
 )}
 RANDOM_FOREST: Final = "random_forest_baseline"  # Spark ML, on the unscaled HLF of undersampled_dataset
 MODEL_FILE: Final = "model.keras"  # the file a Keras model is saved as, in its version directory
+# Particles nearest the lepton read by make run's and the benchmark's inclusive classifier: docs/performance.md.
+FAST_SEQUENCE_STEPS: Final = 128
 
 
 def keras_model(name: str) -> KerasModelSpec:

@@ -14,8 +14,6 @@ from pathlib import PurePosixPath
 
 from lhc_assets.physics.schema import SAMPLES
 
-# The one dynamic partitions definition: every partitioned asset has one partition per input file.
-PARTITIONS_DEF_NAME = "delphes_files"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _DOTS = re.compile(r"\.{2,}")
 _KEY = re.compile(r"^(?P<sample>[a-z]+)/(?P<stem>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,119})$")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from lhc_assets.backfill import daemon_heartbeat_age, register_input_files
+from lhc_assets.operations.backfill import daemon_heartbeat_age, register_input_files
 from lhc_assets.physics.partition_keys import partition_key
 from resources.storage import StorageResource
 

@@ -32,7 +32,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from lhc_assets.assets.ingestion import delphes_files
+from lhc_assets.defs.partitions import delphes_files
 from lhc_assets.ml.contract import KERAS_MODELS, RANDOM_FOREST, keras_model, normalize_sequence_steps
 from lhc_assets.ml.hyperparameters import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_HIDDEN
 from lhc_assets.physics.schema import LABEL_NAMES, LLF_ROWS
@@ -57,7 +57,6 @@ SIGNAL = CLASS_NAMES.index("ttbar")
 _READ_BATCH = 1024  # events per reader batch; bucketing regroups them into training batches
 MIN_AUC = 0.8
 INCLUSIVE_AUC_TOLERANCE = 0.005
-FAST_SEQUENCE_STEPS = 128  # make run's and the benchmark's inclusive classifier: docs/performance.md
 
 
 def png_markdown(png: bytes, alt: str) -> MetadataValue:

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster
 from dagster import DagsterInstance
 
-from lhc_assets.dagster_internals import PINNED_DAGSTER, add_asset_backfill, backfill_finished
+from lhc_assets.operations.dagster_internals import PINNED_DAGSTER, add_asset_backfill, backfill_finished
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_adapter_was_written_for_the_installed_and_pinned_dagster():

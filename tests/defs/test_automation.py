@@ -14,7 +14,7 @@ from dagster import (
     instance_for_test,
 )
 
-from lhc_assets.automation import AUTOMATED_GROUPS, DEFAULT_RETRAIN_CRON
+from lhc_assets.defs.automation import AUTOMATED_GROUPS, DEFAULT_RETRAIN_CRON
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 from dagster import materialize
 
-from lhc_assets.assets.physics import generator_comparison
+from lhc_assets.defs.physics.assets import generator_comparison
 from resources.json_io_manager import ReportIOManager
 from resources.storage import StorageResource
 

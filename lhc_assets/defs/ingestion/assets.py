@@ -26,7 +26,6 @@ from dagster import (
     BackfillPolicy,
     Config,
     DagsterLogManager,
-    DynamicPartitionsDefinition,
     Failure,
     MetadataValue,
     Output,
@@ -36,7 +35,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from lhc_assets.failures import FAILED_PARTITIONS_METADATA
+from lhc_assets.defs.partitions import delphes_files
+from lhc_assets.operations.failures import FAILED_PARTITIONS_METADATA
 from lhc_assets.physics.collection_names import ENV_VAR, CollectionConfigError, CollectionNames
 from lhc_assets.physics.delphes_reader import DelphesInputError, inspect_file
 from lhc_assets.physics.features import SELECTED
@@ -53,7 +53,6 @@ from lhc_assets.physics.ingest import (
     run_slices,
     summarize,
 )
-from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
 from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS, LLF_ROWS
 from resources.io_manager import (
     PartitionNotMaterialized,
@@ -65,9 +64,6 @@ from resources.io_manager import (
 )
 from resources.spark import SparkResource
 from resources.storage import StorageResource
-
-# One partition per input file; keys are '<sample>/<safe file stem>' (see physics/partition_keys.py).
-delphes_files = DynamicPartitionsDefinition(name=PARTITIONS_DEF_NAME)
 
 
 def _role_field(key: str, default: str, alternatives: str = "") -> Any:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 
-from tests.assets.conftest import failure_messages
+from tests.defs.conftest import failure_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier")

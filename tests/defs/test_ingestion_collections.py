@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from dagster import Failure
 
-from lhc_assets.assets.ingestion import CollectionsConfig, IngestionConfig, _collection_names, _collections_metadata
+from lhc_assets.defs.ingestion.assets import (
+    CollectionsConfig,
+    IngestionConfig,
+    _collection_names,
+    _collections_metadata,
+)
 from lhc_assets.physics.collection_names import ENV_VAR, CollectionNames
 from lhc_assets.physics.schema import COLLECTION_ROLES, REQUIRED_FIELDS
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun
 
 # Every partitioned asset of the platform is partitioned by input file.
-from lhc_assets.physics.partition_keys import PARTITIONS_DEF_NAME
+from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
 
 FAILED_PARTITIONS_METADATA = "failed_partitions"
 LEDGER_NAME = "failed_partitions.jsonl"

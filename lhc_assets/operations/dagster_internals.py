@@ -1,6 +1,6 @@
 """The one place that uses Dagster's internal API (``dagster._core``), for what its public API cannot do.
 
-Written against the pinned Dagster (``PINNED_DAGSTER``; pyproject.toml); tests/test_dagster_internals.py
+Written against the pinned Dagster (``PINNED_DAGSTER``; pyproject.toml); tests/operations/test_dagster_internals.py
 fails when another version is installed, so an upgrade re-checks these calls before anything else runs.
 
 * Submitting an asset backfill from code: the UI's "Launch backfill" creates a ``PartitionBackfill``; the

@@ -23,8 +23,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, instance_for_test
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from lhc_assets.physics.partition_keys import partition_key
-from lhc_assets.sensors.new_files import (
+from lhc_assets.defs.sensors.new_files import (
     INTERVAL_ENV,
     MAX_RUNS_ENV,
     MAX_RUNS_PER_TICK,
@@ -32,8 +31,9 @@ from lhc_assets.sensors.new_files import (
     SETTLE_ENV,
     new_delphes_files_sensor,
 )
+from lhc_assets.physics.partition_keys import partition_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class Harness:

@@ -9,7 +9,7 @@ from dagster import AssetKey
 from lhc_assets.physics import features as K
 from lhc_assets.physics.delphes_reader import inspect_file, read_batches
 from lhc_assets.physics.schema import DROP_NO_LEPTON, DROP_NOT_ISOLATED, HLF_COLUMNS
-from tests.assets.conftest import failure_messages
+from tests.defs.conftest import failure_messages
 from tests.physics import badfiles
 
 pytestmark = pytest.mark.slow
@@ -205,7 +205,7 @@ def test_stored_raw_files_are_packed_into_tasks_but_never_fewer_than_the_cores(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lhc_assets.assets.ingestion import IngestionConfig, _tasks
+    from lhc_assets.defs.ingestion.assets import IngestionConfig, _tasks
 
     raw = []
     for i, n in enumerate([2000, 2000, 2000, 500, 2000]):

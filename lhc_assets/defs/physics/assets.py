@@ -14,7 +14,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
-from lhc_assets.assets.models import png_markdown
+from lhc_assets.defs.models.assets import png_markdown
 from lhc_assets.physics.generators import comparison, pythia, toy
 from lhc_assets.physics.generators.rootio import write_delphes_file
 from lhc_assets.physics.schema import SAMPLES

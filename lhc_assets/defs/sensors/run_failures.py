@@ -11,7 +11,7 @@ import time
 
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
 
-from lhc_assets import failures
+from lhc_assets.operations import failures
 from resources.storage import StorageResource
 
 INTERVAL_ENV = "LHC_FAILURE_SENSOR_INTERVAL_S"

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
-from lhc_assets import failures
-from lhc_assets.dagster_internals import add_asset_backfill, backfill_finished
+from lhc_assets.operations import failures
+from lhc_assets.operations.dagster_internals import add_asset_backfill, backfill_finished
 from lhc_assets.physics.ingest import HLF, LLF, RAW
 from resources.storage import StorageResource
 

@@ -31,7 +31,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from lhc_assets.assets.ingestion import delphes_files
+from lhc_assets.defs.partitions import delphes_files
 from lhc_assets.ml.contract import GRU_WIDTH, N_CLASSES, N_HLF
 from lhc_assets.ml.dataset_writer import (
     BYTES_PER_HLF_EVENT,

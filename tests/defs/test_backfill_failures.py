@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterEventType, build_run_status_sensor_context
 
-from lhc_assets import backfill, failures
-from lhc_assets.sensors.run_failures import record_failed_partitions
+from lhc_assets.defs.sensors.run_failures import record_failed_partitions
+from lhc_assets.operations import backfill, failures
 from resources.storage import StorageResource
 from tests.physics import badfiles
 

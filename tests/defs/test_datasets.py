@@ -11,7 +11,7 @@ from dagster import AssetKey
 from dagster._core.definitions.data_version import StaleStatus
 
 from lhc_assets.physics.schema import LLF_ROWS
-from tests.assets.conftest import failure_messages
+from tests.defs.conftest import failure_messages
 
 pytestmark = pytest.mark.slow
 DATASETS = ("train_set", "test_set", "hlf_train_set", "hlf_test_set")

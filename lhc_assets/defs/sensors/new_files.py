@@ -29,7 +29,7 @@ from dagster import (
     sensor,
 )
 
-from lhc_assets.assets.ingestion import delphes_files, ingestion_job
+from lhc_assets.defs.partitions import INPUT_FILE_TAG, delphes_files
 from lhc_assets.physics.partition_keys import UnsupportedFileName, partition_key
 from lhc_assets.physics.schema import SAMPLES
 from resources.storage import StorageResource
@@ -202,7 +202,7 @@ def evaluate(context: SensorEvaluationContext, storage: StorageResource, now: fl
     new_keys = [c.key for c in requested]
     context.log.info(f"Requesting ingestion of {len(new_keys)} new file(s); {len(rest)} more waiting")
     return SensorResult(
-        run_requests=[RunRequest(partition_key=c.key, run_key=c.run_key, tags={"lhc/input_file": c.file_id})
+        run_requests=[RunRequest(partition_key=c.key, run_key=c.run_key, tags={INPUT_FILE_TAG: c.file_id})
                       for c in requested],
         dynamic_partitions_requests=[delphes_files.build_add_request(new_keys)],
         cursor=cursor,
@@ -211,7 +211,7 @@ def evaluate(context: SensorEvaluationContext, storage: StorageResource, now: fl
 
 @sensor(
     name="new_delphes_files_sensor",
-    job=ingestion_job,
+    job_name="ingestion_job",
     minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_S)),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
