@@ -7,9 +7,10 @@ import warnings
 from dagster import BetaWarning, Definitions, in_process_executor, with_source_code_references
 
 from lhc_assets.defs.automation import retrain_on_new_data, with_retrain_conditions
-from lhc_assets.defs.datasets.assets import dataset_asset_checks, dataset_assets, dataset_jobs
-from lhc_assets.defs.ingestion.assets import ingestion_assets, ingestion_jobs
-from lhc_assets.defs.models.assets import model_assets, model_checks, model_jobs
+from lhc_assets.defs.datasets import dataset_asset_checks, dataset_assets, dataset_jobs
+from lhc_assets.defs.evaluation import evaluation_assets, evaluation_jobs, model_checks
+from lhc_assets.defs.ingestion import ingestion_assets, ingestion_jobs
+from lhc_assets.defs.models import model_assets, model_jobs
 from lhc_assets.defs.physics.assets import physics_assets
 from lhc_assets.defs.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
@@ -23,15 +24,15 @@ def build_definitions() -> Definitions:
     storage = storage_from_env()
     # One process per run, so one JVM per run: every Spark step of a run shares its SparkSession.
     # Code references let the UI open each asset's source; the retraining condition is inert until its
-    # sensor is turned on (lhc_assets/automation.py).
+    # sensor is turned on (lhc_assets/defs/automation.py).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # code references are beta in 1.13; the UI shows them fine
-        assets = with_retrain_conditions(
-            with_source_code_references([*ingestion_assets, *dataset_assets, *model_assets, *physics_assets]))
+        assets = with_retrain_conditions(with_source_code_references(
+            [*ingestion_assets, *dataset_assets, *model_assets, *evaluation_assets, *physics_assets]))
     return Definitions(
         assets=assets,
         asset_checks=[*dataset_asset_checks, *model_checks],
-        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs],
+        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs, *evaluation_jobs],
         sensors=[*sensors, retrain_on_new_data],
         resources={
             "spark": spark,

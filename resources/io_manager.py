@@ -15,10 +15,7 @@ the new one is in place.
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +27,12 @@ from dagster import ConfigurableIOManager, Failure, InputContext, OutputContext
 
 from lhc_assets.physics.partition_keys import key_path
 from lhc_assets.spark.errors import input_error_message
+from resources.publisher import STAGING_PREFIX, current_version, new_staging, new_version, publish_version
+from resources.references import TableRef
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 
-CURRENT = "CURRENT"
 PARTITION_COLUMN = "partition_key"
-_STAGING_PREFIX = ".staging-"
-_STALE_STAGING_S = 6 * 3600
 
 # parquet-mr settings that matter for tables of long float arrays: dictionary encoding of
 # high-cardinality floats costs time and then falls back anyway; page checksums and size
@@ -55,12 +51,12 @@ PARQUET_OPTIONS = {
 class SparkTable:
     """What an asset returns when its metadata can only be known after the write (Spark is lazy).
 
-    ``after_write`` runs once the IO manager has written the table; the metadata it returns is
-    added to the materialization.
+    ``after_write`` runs once the IO manager has written the table, with a reference to what it wrote; the
+    metadata it returns is added to the materialization.
     """
 
     df: Any  # pyspark.sql.DataFrame
-    after_write: Callable[[], dict[str, Any]] | None = None
+    after_write: Callable[[TableRef], dict[str, Any]] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)  # extra Parquet writer options (row group size, ...)
 
@@ -82,15 +78,9 @@ class PartitionNotMaterialized(Exception):
     pass
 
 
-def staging_dir(storage: StorageResource, asset_name: str) -> Path:
-    """A fresh hidden directory under the asset's folder to write a new version into (same filesystem)."""
-    base = storage.asset_dir(asset_name)
-    base.mkdir(parents=True, exist_ok=True)
-    return base / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
-
-
 def materialized_path(storage: StorageResource, asset_name: str, partition_key: str | None = None) -> Path | None:
-    """The current version directory of an asset (or one partition of it), None if never materialized."""
+    """The current version directory of a table (or one partition), None if never materialized: for tools,
+    benchmarks and tests that inspect the warehouse; assets get theirs through their inputs (``TableRef``)."""
     base = storage.asset_dir(asset_name)
     return current_version(base if partition_key is None else base / key_path(partition_key))
 
@@ -103,38 +93,6 @@ def staged_partition_dir(staging: Path, partition_key: str) -> Path:
 def _spark_escape(value: str) -> str:
     """How Spark names a ``partitionBy`` directory value (partition keys use a safe alphabet plus '/')."""
     return value.replace("%", "%25").replace("/", "%2F")
-
-
-def _write_pointer(directory: Path, version: str) -> None:
-    tmp = directory / f".{CURRENT}.{uuid.uuid4().hex}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, directory / CURRENT)
-
-
-def current_version(directory: Path) -> Path | None:
-    """The version directory ``CURRENT`` points at, or None if nothing was materialized."""
-    try:
-        name = (directory / CURRENT).read_text().strip()
-    except FileNotFoundError:
-        return None
-    path = directory / name
-    return path if path.is_dir() else None
-
-
-def _prune_versions(directory: Path, keep: str) -> None:
-    for child in directory.iterdir():
-        if child.is_dir() and child.name.startswith("v-") and child.name != keep:
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def publish_version(src: Path, directory: Path, version: str) -> Path:
-    """Move a complete staging directory to ``directory/version``, point CURRENT at it, drop older versions."""
-    directory.mkdir(parents=True, exist_ok=True)
-    dest = directory / version
-    os.replace(src, dest)
-    _write_pointer(directory, version)
-    _prune_versions(directory, version)
-    return dest
 
 
 class SparkParquetIOManager(ConfigurableIOManager):
@@ -157,7 +115,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
         path = current_version(self.partition_dir(asset_name, partition_key))
         if path is None:
             what = f"partition {partition_key!r} of asset" if partition_key else "asset"
-            raise PartitionNotMaterialized(f"{what} {asset_name!r} has not been materialized")
+            raise PartitionNotMaterialized(f"{what} {asset_name!r} has not been materialized: materialize it first")
         return path
 
     # ---- writing
@@ -165,22 +123,11 @@ class SparkParquetIOManager(ConfigurableIOManager):
     def _new_version(self, context: OutputContext) -> str:
         return new_version(context.run_id)
 
-    def _clean_stale_staging(self, base: Path) -> None:
-        now = time.time()
-        for child in base.glob(f"{_STAGING_PREFIX}*"):
-            try:
-                if now - child.stat().st_mtime > _STALE_STAGING_S:
-                    shutil.rmtree(child, ignore_errors=True)
-            except FileNotFoundError:
-                pass
-
     def write(self, df, asset_name: str, partition_keys: list[str] | None, version: str,
               options: dict[str, str] | None = None) -> dict[str, Path]:
         """Write ``df`` atomically; returns the published version directory per partition key."""
         base = self.asset_dir(asset_name)
-        base.mkdir(parents=True, exist_ok=True)
-        self._clean_stale_staging(base)
-        staging = base / f"{_STAGING_PREFIX}{version}"
+        staging = new_staging(base, version, create=False)
         options = {**PARQUET_OPTIONS, **(options or {})}
         try:
             if partition_keys is None:
@@ -217,14 +164,13 @@ class SparkParquetIOManager(ConfigurableIOManager):
 
     def new_staging_dir(self, asset_name: str) -> Path:
         """A fresh hidden directory under the asset's folder (same filesystem, so publishing is a rename)."""
-        self._clean_stale_staging(self.asset_dir(asset_name))
-        return staging_dir(self.storage, asset_name)
+        return new_staging(self.asset_dir(asset_name), create=False)
 
     def publish_staged(self, staged: StagedParquet, asset_name: str, partition_keys: list[str] | None,
                        version: str) -> dict[str, Path]:
         """Publish files an asset wrote into ``staged.staging``; the staging directory is gone afterwards."""
         staging = Path(staged.staging)
-        if staging.parent != self.asset_dir(asset_name) or not staging.name.startswith(_STAGING_PREFIX):
+        if staging.parent != self.asset_dir(asset_name) or not staging.name.startswith(STAGING_PREFIX):
             raise ValueError(f"{asset_name}: staged files must be in new_staging_dir({asset_name!r}), got {staging}")
         try:
             if partition_keys is None:
@@ -252,7 +198,7 @@ class SparkParquetIOManager(ConfigurableIOManager):
             raise Failure(description=message, metadata={"error": message}) from None
         metadata: dict[str, Any] = {**table.metadata, **written_metadata(published, keys, self.asset_dir(asset_name))}
         if table.after_write is not None:
-            metadata.update(table.after_write())
+            metadata.update(table.after_write(self.ref(asset_name, keys)))
         context.add_output_metadata(metadata)
 
     # ---- reading
@@ -267,19 +213,22 @@ class SparkParquetIOManager(ConfigurableIOManager):
             raise PartitionNotMaterialized(f"no partitions of asset {asset_name!r} requested")
         return session.read.parquet(*paths)
 
-    def partition_files(self, asset_name: str, partition_key: str | None) -> list[Path]:
-        """The Parquet files of a partition's current version (raises if it was never materialized)."""
-        return sorted(self.partition_path(asset_name, partition_key).glob("*.parquet"))
+    def ref(self, asset_name: str, partition_keys: list[str] | None) -> TableRef:
+        """Where the table (or the given partitions) is stored; partitions never materialized are listed in
+        ``missing``, an unpartitioned table never materialized raises."""
+        if partition_keys is None:
+            return TableRef(asset_name, {None: self.partition_path(asset_name, None)})
+        found = {k: current_version(self.partition_dir(asset_name, k)) for k in partition_keys}
+        return TableRef(asset_name, {k: p for k, p in found.items() if p is not None},
+                        tuple(k for k, p in found.items() if p is None))
 
     def load_input(self, context: InputContext):
+        """A ``TableRef`` for inputs typed so, else one DataFrame over the partitions the input maps to."""
         asset_name = context.asset_key.path[-1]
         keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else None
+        if context.dagster_type.typing_type is TableRef:
+            return self.ref(asset_name, keys)
         return self.load(asset_name, keys)
-
-
-def new_version(run_id: str | None) -> str:
-    """A version directory name: sortable by time, traceable to the run that wrote it."""
-    return f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{(run_id or 'local')[:8]}-{uuid.uuid4().hex[:6]}"
 
 
 def _arrow_schema(df) -> pa.Schema:

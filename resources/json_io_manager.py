@@ -1,16 +1,21 @@
-"""Small JSON artifacts (fitted scalers, reports) under ``<data root>/models/<asset>.json``, written atomically."""
+"""Small JSON artifacts (fitted scalers, search results) under ``<data root>/models/<asset>.json``, written atomically,
+and reports with their figures under ``<data root>/reports/<asset>/``."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
+from resources.publisher import current_version, new_version, publish
 from resources.storage import StorageResource
+
+REPORT_FILE = "report.json"
 
 
 class JsonIOManager(ConfigurableIOManager):
@@ -38,32 +43,45 @@ class JsonIOManager(ConfigurableIOManager):
         return json.loads(path.read_text())
 
 
-class ReportIOManager(ConfigurableIOManager):
-    """Loads an asset's current ``report.json`` from ``<data root>/reports/<asset>/``.
+@dataclass
+class Report:
+    """What a report asset returns: a JSON-serialisable report, its figures (file name -> PNG bytes) and extra
+    materialization metadata."""
 
-    The asset publishes the report together with its figures as one version directory (atomic), so storing
-    is the asset's job and ``handle_output`` only checks the version is there; this manager makes the report
-    loadable like any other asset value (``defs.load_asset_value("model_evaluation")``, a notebook, an input).
-    """
+    data: dict[str, Any]
+    figures: dict[str, bytes] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ReportIOManager(ConfigurableIOManager):
+    """A report and its figures as one version directory under ``<data root>/reports/<asset>/`` (published
+    atomically with ``resources.publisher``); loads back the current ``report.json`` as a dict, so a report is
+    loadable like any other asset value (``defs.load_asset_value("model_evaluation")``, a notebook, an input)."""
 
     storage: StorageResource
 
-    def _report(self, asset_name: str) -> Path | None:
-        from resources.io_manager import current_version
-
+    def _base(self, asset_name: str) -> Path:
         if not asset_name or "/" in asset_name or asset_name.startswith("."):
             raise ValueError(f"invalid asset name for a path: {asset_name!r}")
-        version = current_version(self.storage.reports / asset_name)
-        return None if version is None else version / "report.json"
+        return self.storage.reports / asset_name
 
-    def handle_output(self, context: OutputContext, obj: Any) -> None:
-        path = self._report(context.asset_key.path[-1])
-        if path is None or not path.is_file():
-            raise RuntimeError(f"{context.asset_key.to_user_string()} did not publish its report.json")
+    def handle_output(self, context: OutputContext, obj: Report) -> None:
+        bad = [n for n in obj.figures if n == REPORT_FILE or not n or "/" in n or n.startswith(".")]
+        if bad:
+            raise ValueError(f"{context.asset_key.to_user_string()}: figure names must be plain file names other than "
+                             f"{REPORT_FILE}, got {bad}")
+
+        def write(directory: Path) -> None:
+            (directory / REPORT_FILE).write_text(json.dumps(obj.data, indent=2) + "\n")
+            for name, png in obj.figures.items():
+                (directory / name).write_bytes(png)
+
+        published = publish(self._base(context.asset_key.path[-1]), new_version(context.run_id), write)
+        context.add_output_metadata({**obj.metadata, "report": MetadataValue.path(str(published / REPORT_FILE))})
 
     def load_input(self, context: InputContext) -> Any:
-        path = self._report(context.asset_key.path[-1])
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"no report under {self.storage.reports / context.asset_key.path[-1]}: "
-                                    f"materialize {context.asset_key.to_user_string()} first")
-        return json.loads(path.read_text())
+        base = self._base(context.asset_key.path[-1])
+        version = current_version(base)
+        if version is None or not (version / REPORT_FILE).is_file():
+            raise FileNotFoundError(f"no report under {base}: materialize {context.asset_key.to_user_string()} first")
+        return json.loads((version / REPORT_FILE).read_text())

@@ -2,19 +2,18 @@
 
 ::
 
-    <models>/<asset>/v-20261125T101500-1a2b3c4d/model.keras   native Keras format (no pickle)
-                                               /history.json  per-epoch losses and accuracies
+    <models>/<asset>/v-20261125T101500-1a2b3c4d/model.keras   a Keras model: native format (no pickle)
+                                               /history.json  its per-epoch losses and accuracies
+    <models>/<asset>/v-.../model/                             a Spark ML model: Spark ML persistence
     <models>/<asset>/CURRENT                                   version readers use
 
-The new version is written into a hidden staging directory and published by renames, so a failed or
-killed training never replaces (or deletes) the previous good model.
+Published with ``resources.publisher``: a failed or killed training never replaces (or deletes) the previous
+good model.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,59 +21,84 @@ from typing import Any
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from lhc_assets.ml.contract import MODEL_FILE
-from resources.io_manager import current_version, new_version, publish_version
+from resources.publisher import current_version, new_version, publish, staging
+from resources.references import ModelRef
 from resources.storage import StorageResource
 
 HISTORY_FILE = "history.json"
+SPARK_MODEL_DIR = "model"
 
 
 @dataclass
 class TrainedModel:
-    """What a model asset returns: the Keras model, its training history and extra materialization metadata."""
+    """What a Keras model asset returns: the model, its training history and extra materialization metadata."""
 
     model: Any  # keras.Model
     history: dict[str, list[float]]
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        self.model.save(directory / MODEL_FILE)
+        (directory / HISTORY_FILE).write_text(json.dumps(self.history, indent=2) + "\n")
+        return directory / MODEL_FILE
+
+
+@dataclass
+class TrainedSparkModel:
+    """What a Spark ML model asset returns: the fitted model (saved with Spark ML persistence) and metadata."""
+
+    model: Any  # pyspark.ml.Model
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        self.model.write().save(str(directory / SPARK_MODEL_DIR))
+        return directory / SPARK_MODEL_DIR
 
 
 class ModelNotTrained(Exception):
     pass
 
 
-def model_path(storage: StorageResource, asset_name: str) -> Path:
-    """The current ``model.keras`` of a model asset; raises if it was never trained."""
+def model_ref(storage: StorageResource, asset_name: str) -> ModelRef:
+    """The current version of a model asset; raises ModelNotTrained if it was never trained."""
     version = current_version(storage.models / asset_name)
-    if version is None or not (version / MODEL_FILE).is_file():
-        raise ModelNotTrained(f"model {asset_name!r} has not been trained: materialize it first")
-    return version / MODEL_FILE
+    for name in (MODEL_FILE, SPARK_MODEL_DIR):
+        if version is not None and (version / name).exists():
+            return ModelRef(asset_name, version / name)
+    raise ModelNotTrained(f"model {asset_name!r} has not been trained: materialize it first")
 
 
-def new_model_staging(storage: StorageResource, asset_name: str) -> Path:
-    """A fresh hidden directory beside the model's versions (same filesystem, so publishing is a rename)."""
-    base = storage.models / asset_name
-    base.mkdir(parents=True, exist_ok=True)
-    staging = base / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
-    return staging
+def model_path(storage: StorageResource, asset_name: str) -> Path:
+    """The current model file (or directory) of a model asset; raises if it was never trained."""
+    return model_ref(storage, asset_name).path
+
+
+def model_scratch(storage: StorageResource, asset_name: str):
+    """A scratch directory beside the model's versions, removed afterwards (a context manager): for what a
+    training writes on the way (a sample for the Spark tasks, the workers' checkpoints)."""
+    return staging(storage.models / asset_name)
 
 
 class KerasModelIOManager(ConfigurableIOManager):
-    """Saves ``TrainedModel`` outputs in the native ``.keras`` format; loads them back in safe mode."""
+    """Publishes ``TrainedModel`` (Keras) and ``TrainedSparkModel`` outputs; loads a Keras model back in safe
+    mode, or a ``ModelRef`` for inputs typed so."""
 
     storage: StorageResource
 
-    def handle_output(self, context: OutputContext, obj: TrainedModel) -> None:
+    def handle_output(self, context: OutputContext, obj: TrainedModel | TrainedSparkModel) -> None:
         name = context.asset_key.path[-1]
-        staging = new_model_staging(self.storage, name)
-        try:
-            obj.model.save(staging / MODEL_FILE)
-            (staging / HISTORY_FILE).write_text(json.dumps(obj.history, indent=2) + "\n")
-            published = publish_version(staging, self.storage.models / name, new_version(context.run_id))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        context.add_output_metadata({**obj.metadata, "path": str(published / MODEL_FILE)})
+        saved: list[Path] = []
+
+        def write(directory: Path) -> None:
+            saved.append(obj.save(directory).relative_to(directory))
+
+        published = publish(self.storage.models / name, new_version(context.run_id), write)
+        context.add_output_metadata({**obj.metadata, "path": str(published / saved[0])})
 
     def load_input(self, context: InputContext):
+        ref = model_ref(self.storage, context.asset_key.path[-1])
+        if context.dagster_type.typing_type is ModelRef:
+            return ref
         import keras
 
-        return keras.saving.load_model(model_path(self.storage, context.asset_key.path[-1]), safe_mode=True)
+        return keras.saving.load_model(ref.path, safe_mode=True)

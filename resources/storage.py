@@ -77,6 +77,35 @@ class StorageResource(ConfigurableResource):
                     continue
         return found
 
+    def input_file(self, key: str, file_id: str | None = None) -> tuple[str, Path] | None:
+        """(sample, path) of the input file of one partition without listing ``incoming/``: the file named by
+        ``file_id`` ('<sample>/<file name>', what the new-file sensor tags its run with), else
+        ``<sample>/<stem>.root``; None when neither exists and maps to ``key`` (a renamed file: see
+        ``input_files``)."""
+        from lhc_assets.physics.partition_keys import UnsupportedFileName, parse_key, partition_key
+
+        sample, stem = parse_key(key)
+        for candidate in filter(None, (file_id, f"{sample}/{stem}.root")):
+            file_sample, _, name = candidate.partition("/")
+            try:
+                if partition_key(file_sample, name) != key:
+                    continue
+            except UnsupportedFileName:
+                continue
+            path = self.incoming / file_sample / name
+            if path.is_file():
+                return file_sample, path
+        return None
+
+    def locate_input_files(self, keys: list[str], file_id: str | None = None) -> dict[str, tuple[str, Path]]:
+        """(sample, path) of the input file of every key found; ``incoming/`` is listed (once) only for keys whose
+        file name was changed to make the key (odd characters, long names)."""
+        found = {k: hit for k in keys if (hit := self.input_file(k, file_id)) is not None}
+        if len(found) < len(keys):
+            listed = self.input_files()
+            found.update({k: listed[k] for k in keys if k not in found and k in listed})
+        return found
+
     def ensure_layout(self) -> None:
         """Create the top-level directories (idempotent)."""
         for d in (*(self.incoming_dir(s) for s in SAMPLES), self.warehouse, self.models, self.reports):

@@ -4,7 +4,8 @@ One place for the columns and shapes of the training datasets (DESIGN.md section
 ``physics/schema.py``, and one registry of the Keras classifiers (DESIGN.md section 6): the builder, the
 reader inputs, the training and validation datasets. The assets, the training loop, the distributed
 workers, the readers and Spark scoring all read it, so adding a model to the platform means one
-``KerasModelSpec`` here plus its builder in ``lhc_assets.ml.models``.
+``KerasModelSpec`` here plus its builder in ``lhc_assets.ml.models``: its asset is made from the entry
+(``lhc_assets/defs/models/classifiers.py``).
 
 Pure Python: no TensorFlow at import time (the distributed launcher and Spark's driver import this), no
 Dagster, no Spark.
@@ -62,6 +63,7 @@ class KerasModelSpec:
     inputs: str  # reader inputs (a key of INPUT_COLUMNS)
     train_set: str  # asset names of the datasets it trains and validates on
     test_set: str
+    description: str = ""  # the architecture, for people (the asset's description)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_COLUMNS:
@@ -79,9 +81,14 @@ class KerasModelSpec:
 
 
 KERAS_MODELS: Final = {spec.name: spec for spec in (
-    KerasModelSpec("hlf_classifier", "hlf_classifier", "hlf", "hlf_train_set", "hlf_test_set"),
-    KerasModelSpec("particle_sequence_classifier", "particle_sequence_classifier", "gru", "train_set", "test_set"),
-    KerasModelSpec("inclusive_classifier", "inclusive_classifier", "inclusive", "train_set", "test_set"),
+    KerasModelSpec("hlf_classifier", "hlf_classifier", "hlf", "hlf_train_set", "hlf_test_set",
+                   "Dense 14 -> 50 -> 20 -> 10 -> 3 classifier on the scaled HLF (2,013 parameters)"),
+    KerasModelSpec("particle_sequence_classifier", "particle_sequence_classifier", "gru", "train_set", "test_set",
+                   "Masking -> GRU(50) -> Dropout -> 3 softmax over the particle lists (up to 801 x 19; or the "
+                   "sequence_steps particles nearest the lepton)"),
+    KerasModelSpec("inclusive_classifier", "inclusive_classifier", "inclusive", "train_set", "test_set",
+                   "GRU branch over the particle lists concatenated with the HLF -> Dense 25 -> 3 softmax "
+                   "(12,353 parameters)"),
 )}
 RANDOM_FOREST: Final = "random_forest_baseline"  # Spark ML, on the unscaled HLF of undersampled_dataset
 MODEL_FILE: Final = "model.keras"  # the file a Keras model is saved as, in its version directory

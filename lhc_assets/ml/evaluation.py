@@ -378,3 +378,36 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title:
     ax.set_ylabel("True class")
     ax.set_title(title)
     return _png(fig)
+
+
+def compare_models(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
+                   signal: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Every model's (labels, class probabilities) on the same test events -> the comparison report (per model:
+    ``evaluate_model``) and its figures: ``roc_<class>.png`` comparing the models, ``confusion_<model>.png``."""
+    n = len(class_names)
+    report: dict[str, Any] = {"classes": list(class_names), "models": {}}
+    for name, (y, p) in predictions.items():
+        onehot = np.eye(n, dtype=np.float32)[y]
+        report["models"][name] = evaluate_model(onehot, np.asarray(p, dtype=np.float32), class_names, signal=signal)
+    figures: dict[str, bytes] = {}
+    for c, class_name in enumerate(class_names):
+        curves = {}
+        for name, (y, p) in predictions.items():
+            fpr, tpr, _ = roc_curve(y == c, p[:, c])
+            curves[name] = (fpr, tpr)
+        aucs = {name: report["models"][name]["auc"][class_name] for name in predictions}
+        figures[f"roc_{class_name}.png"] = plot_roc_comparison(curves, aucs, class_name)
+    for name in predictions:
+        matrix = np.asarray(report["models"][name]["confusion_matrix"])
+        figures[f"confusion_{name}.png"] = plot_confusion_matrix(matrix, class_names, name)
+    return report, figures
+
+
+def comparison_table(report: Mapping[str, Any]) -> str:
+    """The report's AUC per class and accuracy per model, as a markdown table."""
+    classes = report["classes"]
+    lines = ["| model | " + " | ".join(f"AUC {c}" for c in classes) + " | accuracy |",
+             "|---|" + "---:|" * (len(classes) + 1)]
+    for name, r in report["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['auc'][c]:.4f}" for c in classes) + f" | {r['accuracy']:.4f} |")
+    return "\n".join(lines)

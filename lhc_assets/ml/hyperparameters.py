@@ -130,3 +130,11 @@ def run_trial_unit(unit: tuple[list[Trial], str, int, int]) -> list[dict[str, An
     """One Spark task's share of the grid: ``(trials, sample path, folds, seed)`` -> their results."""
     trials, sample_path, folds, seed = unit
     return [run_trial(t, sample_path, folds, seed) for t in trials]
+
+
+def trial_units(trials: Sequence[Trial], sample_path: str, folds: int, seed: int,
+                parallelism: int = 0) -> list[tuple[list[Trial], str, int, int]]:
+    """The grid dealt round-robin over ``parallelism`` Spark tasks (0: one task per trial)."""
+    tasks = parallelism or len(trials)
+    return [([t for k, t in enumerate(trials) if k % tasks == i], sample_path, folds, seed)
+            for i in range(min(tasks, len(trials)))]

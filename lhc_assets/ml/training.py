@@ -17,6 +17,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -181,3 +182,70 @@ def fit(
         )
     clean = {name: [float(v) for v in values] for name, values in history.history.items()}
     return TrainingResult(clean, epochs, steps, batch_size, timer.seconds)
+
+
+READ_BATCH = 1024  # events per reader batch; bucketing regroups them into training batches
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a registered classifier is trained (the model assets' config, without Dagster)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    reader_workers: int = 1
+    workers: int = 1  # more than one: MultiWorkerMirroredStrategy over that many local processes
+    sequence_steps: int | None = None  # particle models only; None reads whole lists
+    bucket_width: int = 0  # particle models with whole lists: length buckets of this many steps
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainedClassifier:
+    model: keras.Model
+    history: dict[str, list[float]]
+    train_events: int
+    seconds: float
+    samples_per_s: float
+    details: dict[str, Any] = field(default_factory=dict)  # how it ran: steps per epoch, or the workers' samples
+
+
+def train_classifier(spec: Any, train_path: str | Path, test_path: str | Path, settings: TrainingSettings,
+                     scratch: Path | None = None) -> TrainedClassifier:
+    """Train the registered classifier ``spec`` (``ml.contract.KerasModelSpec``) on its Petastorm training set,
+    validated on its test set; with ``settings.workers > 1`` in worker processes writing to ``scratch``."""
+    from lhc_assets.ml.contract import normalize_sequence_steps
+    from lhc_assets.ml.readers import arrow_dataset, dataset_rows, petastorm_dataset
+
+    rows = dataset_rows(train_path)
+    steps = normalize_sequence_steps(settings.sequence_steps) if spec.reads_particles else None
+    bucket_width = settings.bucket_width if spec.reads_particles else 0
+    kwargs = {**settings.builder_kwargs, "learning_rate": settings.learning_rate, "seed": settings.seed,
+              **({"sequence_steps": steps} if spec.reads_particles else {})}
+    start = time.perf_counter()
+    if settings.workers > 1:
+        from lhc_assets.ml.distributed import train_multi_worker
+
+        if scratch is None:
+            raise ValueError("multi-worker training needs a scratch directory")
+        report = train_multi_worker(
+            str(train_path), spec.inputs, spec.name, workers=settings.workers, epochs=settings.epochs,
+            batch_size=settings.batch_size, seed=settings.seed, output_dir=str(scratch), model_kwargs=kwargs)
+        model = keras.saving.load_model(report["model_path"], safe_mode=True)
+        seconds = time.perf_counter() - start
+        return TrainedClassifier(model, report["history"], rows, seconds,
+                                 sum(w["samples"] for w in report["workers"]) / max(seconds, 1e-9),
+                                 {"workers": settings.workers,
+                                  "worker_samples": {str(w["index"]): w["samples"] for w in report["workers"]}})
+    keras.utils.set_random_seed(settings.seed)
+    model = spec.build(**kwargs)
+    with petastorm_dataset(train_path, spec.inputs, batch_size=READ_BATCH, num_epochs=None, seed=settings.seed,
+                           workers_count=settings.reader_workers) as train, \
+            arrow_dataset(test_path, spec.inputs, batch_size=READ_BATCH, shuffle_row_groups=False) as test:
+        result = fit(model, training_batches(train, settings.batch_size, bucket_width, steps), rows,
+                     settings.batch_size, settings.epochs,
+                     validation=training_batches(test, settings.batch_size, bucket_width, steps))
+    return TrainedClassifier(model, result.history, rows, time.perf_counter() - start, result.samples_per_s,
+                             {"steps_per_epoch": result.steps_per_epoch})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import RandomForestClassifier
 from pyspark.ml.feature import VectorAssembler
@@ -36,3 +37,10 @@ def forest_probabilities(model: PipelineModel, events: DataFrame) -> DataFrame:
 def feature_importances(model: PipelineModel) -> dict[str, float]:
     forest = model.stages[-1]
     return {name: float(v) for name, v in zip(HLF_COLUMNS, forest.featureImportances.toArray(), strict=True)}
+
+
+def forest_test_predictions(model: PipelineModel, undersampled: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(true class, class probabilities) of the forest on the test split of ``undersampled_dataset``."""
+    scores = forest_probabilities(model, undersampled.where(F.col("split") == "test")).toArrow()
+    labels = scores.column("label").to_numpy()
+    return labels, scores.column(PROBABILITY).combine_chunks().flatten().to_numpy().reshape(len(labels), -1)

@@ -79,3 +79,10 @@ def trigger_summary(scores: DataFrame, models: list[str], signal: int, efficienc
                          "signal_efficiency": passed.get(signal, 0) / totals[signal],
                          "background": background})
     return rows
+
+
+def collect_probabilities(scores: DataFrame, models: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """model -> (true class, class probabilities) of every event of an ``event_scores`` table."""
+    table = scores.select("label", *models).toArrow()
+    labels = table.column("label").to_numpy()
+    return {name: (labels, _matrix(table.column(name).combine_chunks(), N_CLASSES)) for name in models}

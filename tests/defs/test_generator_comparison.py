@@ -42,5 +42,5 @@ def test_generator_comparison_reads_an_existing_pythia_sample(tmp_path, generate
         "storage": storage, "report_io_manager": ReportIOManager(storage=storage),
     }, run_config={"ops": {"generator_comparison": {"config": config}}})
     assert result.success
-    report = result.output_for_node("generator_comparison")
+    report = result.output_for_node("generator_comparison").data
     assert {r["events"]["pythia"] for r in report["classes"].values()} == {500}

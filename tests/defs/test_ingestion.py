@@ -56,6 +56,23 @@ def test_one_partition_end_to_end(platform, generated_files):
     assert _metadata(platform, "raw_events", key)["events_read"] == 800
 
 
+def test_a_run_reads_the_file_its_sensor_tag_names_without_listing_incoming(platform, generated_files, monkeypatch):
+    from lhc_assets.defs.partitions import INPUT_FILE_TAG
+    from resources.storage import StorageResource
+
+    name = "wjets run 2 (copy).root"  # a hashed key: the file cannot be derived from it
+    key = platform.add_file("wjets", generated_files["wjets"], name=name)
+
+    def listed(self):
+        raise AssertionError("incoming/ was listed")
+
+    monkeypatch.setattr(StorageResource, "input_files", listed)
+    result = platform.defs.resolve_job_def("ingestion_job").execute_in_process(
+        instance=platform.instance, partition_key=key, tags={INPUT_FILE_TAG: f"wjets/{name}"}, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert _metadata(platform, "raw_events", key)["input_file"] == str(platform.root / "incoming" / "wjets" / name)
+
+
 def test_list_of_partitions_in_one_run_and_loading_them_as_one_dataframe(platform, generated_files):
     keys = [platform.add_file(s, p) for s, p in generated_files.items()]
     result = platform.materialize(keys)
@@ -205,7 +222,8 @@ def test_stored_raw_files_are_packed_into_tasks_but_never_fewer_than_the_cores(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lhc_assets.defs.ingestion.assets import IngestionConfig, _tasks
+    from lhc_assets.defs.ingestion.config import IngestionConfig
+    from lhc_assets.defs.ingestion.inputs import plan_tasks
 
     raw = []
     for i, n in enumerate([2000, 2000, 2000, 500, 2000]):
@@ -216,7 +234,7 @@ def test_stored_raw_files_are_packed_into_tasks_but_never_fewer_than_the_cores(t
     staging = {t: tmp_path / "staging" / t for t in ("hlf_features", "llf_features")}
 
     def sizes(config, cores):
-        return [[s["path"] for s in t["slices"]] for t in _tasks(files, list(staging), staging, config, cores)]
+        return [[s["path"] for s in t["slices"]] for t in plan_tasks(files, list(staging), staging, config, cores)]
 
     names = [str(r) for r in raw]
     # One core: files share tasks up to entries_per_split (5,000), in order, every file exactly once.

@@ -251,3 +251,25 @@ def test_plot_confusion_matrix_png():
     assert _png_shape(plot_confusion_matrix(matrix, NAMES, "HLF classifier")) == (450, 600, 4)
     with pytest.raises(ValueError, match="3 x 3"):
         plot_confusion_matrix(matrix[:2], NAMES, "bad")
+
+
+def test_compare_models_reports_every_model_and_draws_one_roc_per_class_and_one_matrix_per_model():
+    from lhc_assets.ml.evaluation import compare_models, comparison_table
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(3), 50)
+    perfect = np.eye(3, dtype=np.float32)[labels]
+    noise = rng.dirichlet(np.ones(3), size=len(labels)).astype(np.float32)
+    report, figures = compare_models({"perfect": (labels, perfect), "noise": (labels, noise)},
+                                     ["QCD", "ttbar", "wjets"], signal=1)
+    assert list(report["models"]) == ["perfect", "noise"] and report["classes"] == ["QCD", "ttbar", "wjets"]
+    assert report["models"]["perfect"]["auc"] == {"QCD": 1.0, "ttbar": 1.0, "wjets": 1.0}
+    assert report["models"]["perfect"]["accuracy"] == 1.0
+    assert report["models"]["noise"]["auc"]["ttbar"] == pytest.approx(
+        roc_auc(labels == 1, noise[:, 1]))
+    assert sorted(figures) == ["confusion_noise.png", "confusion_perfect.png", "roc_QCD.png", "roc_ttbar.png",
+                               "roc_wjets.png"]
+    assert all(png.startswith(b"\x89PNG") for png in figures.values())
+    table = comparison_table(report).splitlines()
+    assert table[0] == "| model | AUC QCD | AUC ttbar | AUC wjets | accuracy |"
+    assert table[2] == "| perfect | 1.0000 | 1.0000 | 1.0000 | 1.0000 |"

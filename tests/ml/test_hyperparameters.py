@@ -16,6 +16,7 @@ from lhc_assets.ml.hyperparameters import (
     run_trial_unit,
     sample_indices,
     save_sample,
+    trial_units,
 )
 
 
@@ -252,3 +253,14 @@ def test_trial_unit_runs_its_trials_in_order_on_the_shared_sample(tmp_path):
     again = run_trial(trials[1], str(path), 2, 1)
     assert again["mean_val_accuracy"] == pytest.approx(results[1]["mean_val_accuracy"], abs=1e-6)
     assert again["mean_val_loss"] == pytest.approx(results[1]["mean_val_loss"], rel=1e-5)
+
+
+def test_trial_units_deal_the_grid_round_robin_over_the_tasks_once_each():
+    trials = grid([32, 64], [1], [[4, 8, 16]])  # 6 trials
+    units = trial_units(trials, "/shared/sample.npz", 3, 7, parallelism=4)
+    assert [[t.name for t in unit[0]] for unit in units] == [
+        [trials[0].name, trials[4].name], [trials[1].name, trials[5].name], [trials[2].name], [trials[3].name]]
+    assert all(unit[1:] == ("/shared/sample.npz", 3, 7) for unit in units)
+    # 0: one task per trial; more tasks than trials: no empty task.
+    assert [len(u[0]) for u in trial_units(trials, "s", 3, 7)] == [1] * 6
+    assert len(trial_units(trials, "s", 3, 7, parallelism=50)) == 6

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from resources.io_manager import CURRENT, PartitionNotMaterialized, SparkParquetIOManager, current_version
+from resources.io_manager import PartitionNotMaterialized, SparkParquetIOManager
+from resources.publisher import CURRENT, current_version
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 

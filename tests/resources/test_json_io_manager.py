@@ -1,4 +1,5 @@
-"""Small JSON artifacts under <data root>/models/<asset>.json, and reports loaded from <data root>/reports/<asset>/."""
+"""Small JSON artifacts under <data root>/models/<asset>.json, and reports with their figures published as versions
+of <data root>/reports/<asset>/."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import pytest
 from dagster import AssetKey, build_input_context, build_output_context
 
-from resources.io_manager import current_version, publish_version
-from resources.json_io_manager import JsonIOManager, ReportIOManager
+from resources.json_io_manager import REPORT_FILE, JsonIOManager, Report, ReportIOManager
+from resources.publisher import CURRENT, STAGING_PREFIX, current_version, publish
 from resources.storage import StorageResource
+
+RUN_ID = "1a2b3c4d-0000-4000-8000-123456789abc"
 
 
 @pytest.fixture
@@ -17,8 +20,8 @@ def storage(tmp_path) -> StorageResource:
     return StorageResource(root=str(tmp_path / "data"))
 
 
-def _out(name):
-    return build_output_context(asset_key=AssetKey(name))
+def _out(name, run_id=RUN_ID):
+    return build_output_context(asset_key=AssetKey(name), run_id=run_id)
 
 
 def _in(name):
@@ -87,40 +90,96 @@ def test_names_that_are_not_a_plain_file_name_are_refused(storage, name):
 
 # ---- ReportIOManager ------------------------------------------------------------------------------------
 
-
-def _publish_report(storage, name, report, version="v-1"):
-    staging = storage.reports / name / f".staging-{version}"
-    staging.mkdir(parents=True)
-    if report is not None:
-        (staging / "report.json").write_text(json.dumps(report))
-    (staging / "roc_QCD.png").write_bytes(b"png")
-    return publish_version(staging, storage.reports / name, version)
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_of_the_current_version_is_loaded(storage):
+def _listing(path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def _report(accuracy: float, figures=("roc_QCD.png", "roc_W.png")) -> Report:
+    return Report({"models": {"hlf_classifier": {"accuracy": accuracy, "auc": {"QCD": 0.9}}}, "classes": ["QCD"]},
+                  {name: PNG + name.encode() for name in figures}, {"test_events": 42})
+
+
+def test_a_report_and_its_figures_are_published_as_one_version(storage):
     manager = ReportIOManager(storage=storage)
-    _publish_report(storage, "model_evaluation", {"models": {"a": {"accuracy": 0.5}}}, "v-1")
-    _publish_report(storage, "model_evaluation", {"models": {"a": {"accuracy": 0.75}}}, "v-2")
-    assert manager.load_input(_in("model_evaluation")) == {"models": {"a": {"accuracy": 0.75}}}
+    report = _report(0.75)
+    context = _out("model_evaluation")
+    manager.handle_output(context, report)
+
+    base = storage.reports / "model_evaluation"
+    version = current_version(base)
+    assert version is not None and version.parent == base
+    assert version.name.startswith("v-") and "-1a2b3c4d-" in version.name  # sortable, traceable to the run
+    assert _listing(version) == [REPORT_FILE, "roc_QCD.png", "roc_W.png"]
+    assert (version / REPORT_FILE).read_text() == json.dumps(report.data, indent=2) + "\n"
+    assert (version / "roc_W.png").read_bytes() == PNG + b"roc_W.png"
+    assert _listing(base) == [CURRENT, version.name]  # no staging left behind
+
+    metadata = context.get_logged_metadata()
+    assert metadata["report"].value == str(version / REPORT_FILE)
+    assert metadata["test_events"].value == 42
+    assert manager.load_input(_in("model_evaluation")) == report.data
 
 
-def test_handle_output_accepts_a_published_report_and_writes_nothing(storage):
+def test_a_report_without_figures_is_its_json_alone(storage):
     manager = ReportIOManager(storage=storage)
-    version = _publish_report(storage, "model_evaluation", {"classes": ["QCD"]})
-    before = sorted(p.relative_to(storage.root_path) for p in storage.root_path.rglob("*"))
-    manager.handle_output(_out("model_evaluation"), {"a value": "the asset also returned"})
-    assert sorted(p.relative_to(storage.root_path) for p in storage.root_path.rglob("*")) == before
-    assert current_version(storage.reports / "model_evaluation") == version
-    assert json.loads((version / "report.json").read_text()) == {"classes": ["QCD"]}
+    manager.handle_output(_out("generator_comparison"), Report({"sources": ["toy", "pythia"]}))
+    assert _listing(current_version(storage.reports / "generator_comparison")) == [REPORT_FILE]
+    assert manager.load_input(_in("generator_comparison")) == {"sources": ["toy", "pythia"]}
 
 
-def test_handle_output_without_a_published_report_is_an_error(storage):
+def test_a_new_report_replaces_the_previous_version_and_its_figures(storage):
     manager = ReportIOManager(storage=storage)
-    with pytest.raises(RuntimeError, match=r"model_evaluation did not publish its report\.json"):
-        manager.handle_output(_out("model_evaluation"), {})
-    _publish_report(storage, "model_evaluation", None)  # a version with figures but no report.json
-    with pytest.raises(RuntimeError, match=r"did not publish its report\.json"):
-        manager.handle_output(_out("model_evaluation"), {})
+    manager.handle_output(_out("model_evaluation", run_id="aaaaaaaa-1"), _report(0.5))
+    first = current_version(storage.reports / "model_evaluation")
+    manager.handle_output(_out("model_evaluation", run_id="bbbbbbbb-2"), _report(0.75, figures=["roc_QCD.png"]))
+    second = current_version(storage.reports / "model_evaluation")
+
+    assert second != first and "-bbbbbbbb-" in second.name
+    assert not first.exists()
+    assert _listing(storage.reports / "model_evaluation") == [CURRENT, second.name]
+    assert _listing(second) == [REPORT_FILE, "roc_QCD.png"]  # no figure of the previous report lingers
+    assert manager.load_input(_in("model_evaluation"))["models"]["hlf_classifier"]["accuracy"] == 0.75
+
+
+def test_a_failing_figure_write_keeps_the_previous_report_and_leaves_no_staging(storage):
+    manager = ReportIOManager(storage=storage)
+    manager.handle_output(_out("model_evaluation"), _report(0.5))
+    good = current_version(storage.reports / "model_evaluation")
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+
+    # report.json and the first figure are written, then a figure that is not bytes fails: nothing is published.
+    broken = Report({"models": {}}, {"roc_QCD.png": PNG, "roc_W.png": "not PNG bytes"})
+    with pytest.raises(TypeError):
+        manager.handle_output(_out("model_evaluation"), broken)
+    assert current_version(storage.reports / "model_evaluation") == good
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert _listing(storage.reports / "model_evaluation") == [CURRENT, good.name]
+    assert manager.load_input(_in("model_evaluation")) == _report(0.5).data
+
+
+def test_a_report_json_cannot_hold_keeps_the_previous_report(storage):
+    manager = ReportIOManager(storage=storage)
+    manager.handle_output(_out("model_evaluation"), _report(0.5))
+    good = current_version(storage.reports / "model_evaluation")
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        manager.handle_output(_out("model_evaluation"), Report({"auc": {0.5}}, {"roc_QCD.png": PNG}))
+    assert current_version(storage.reports / "model_evaluation") == good
+    assert _listing(storage.reports / "model_evaluation") == [CURRENT, good.name]
+    assert manager.load_input(_in("model_evaluation")) == _report(0.5).data
+
+
+def test_a_failing_first_report_publishes_nothing(storage):
+    manager = ReportIOManager(storage=storage)
+    with pytest.raises(TypeError):
+        manager.handle_output(_out("model_evaluation"), Report({"models": {}}, {"roc_QCD.png": None}))
+    base = storage.reports / "model_evaluation"
+    assert current_version(base) is None
+    assert not [p for p in base.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    with pytest.raises(FileNotFoundError, match="materialize model_evaluation first"):
+        manager.load_input(_in("model_evaluation"))
 
 
 def test_loading_a_report_never_materialized_names_the_asset(storage):
@@ -128,12 +187,52 @@ def test_loading_a_report_never_materialized_names_the_asset(storage):
     with pytest.raises(FileNotFoundError, match=r"no report under .*/reports/model_evaluation: materialize "
                                                 r"model_evaluation first"):
         manager.load_input(_in("model_evaluation"))
-    _publish_report(storage, "model_evaluation", None)
+    with pytest.raises(FileNotFoundError, match="materialize evaluation/model_evaluation first"):
+        manager.load_input(build_input_context(asset_key=AssetKey(["evaluation", "model_evaluation"])))
+
+
+def test_loading_a_version_without_its_report_json_names_the_asset(storage):
+    def figures_only(directory):
+        (directory / "roc_QCD.png").write_bytes(PNG)
+
+    publish(storage.reports / "model_evaluation", "v-1", figures_only)
     with pytest.raises(FileNotFoundError, match="materialize model_evaluation first"):
-        manager.load_input(_in("model_evaluation"))
+        ReportIOManager(storage=storage).load_input(_in("model_evaluation"))
 
 
-@pytest.mark.parametrize("name", ["", ".staging-x", "a/b"])
+def test_the_report_directory_is_named_after_the_last_part_of_the_asset_key(storage):
+    manager = ReportIOManager(storage=storage)
+    manager.handle_output(build_output_context(asset_key=AssetKey(["physics", "feature_report"])), Report({"a": 1}))
+    assert (current_version(storage.reports / "feature_report") / REPORT_FILE).is_file()
+    assert manager.load_input(build_input_context(asset_key=AssetKey(["other", "feature_report"]))) == {"a": 1}
+
+
+@pytest.mark.parametrize("name", ["", ".staging-x", ".", "..", "a/b"])
 def test_report_names_that_are_not_a_plain_directory_name_are_refused(storage, name):
     with pytest.raises(ValueError, match="invalid asset name for a path"):
-        ReportIOManager(storage=storage)._report(name)
+        ReportIOManager(storage=storage)._base(name)
+
+
+@pytest.mark.parametrize("name", [".staging-x", "a/b"])
+def test_storing_or_loading_a_report_under_such_a_name_is_refused_and_writes_nothing(storage, name):
+    manager = ReportIOManager(storage=storage)
+    with pytest.raises(ValueError, match="invalid asset name for a path"):
+        manager.handle_output(_out(name), _report(0.5))
+    with pytest.raises(ValueError, match="invalid asset name for a path"):
+        manager.load_input(_in(name))
+    assert not storage.root_path.exists()
+
+
+@pytest.mark.parametrize("figure", ["../escape.png", "ABSOLUTE", REPORT_FILE])
+def test_figure_names_that_are_not_a_plain_file_name_beside_the_report_are_refused(storage, tmp_path, figure):
+    """A figure must land inside the version it is published with, and not replace the report itself."""
+    manager = ReportIOManager(storage=storage)
+    manager.handle_output(_out("model_evaluation"), _report(0.5))
+    good = current_version(storage.reports / "model_evaluation")
+    figure = str(tmp_path / "outside.png") if figure == "ABSOLUTE" else figure
+
+    with pytest.raises(ValueError):
+        manager.handle_output(_out("model_evaluation"), Report({"models": {}}, {figure: PNG}))
+    assert current_version(storage.reports / "model_evaluation") == good
+    assert _listing(storage.reports / "model_evaluation") == [CURRENT, good.name]
+    assert not (tmp_path / "outside.png").exists()

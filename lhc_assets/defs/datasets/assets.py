@@ -8,13 +8,9 @@ undersampled_dataset -> training_datasets: feature_scalers, train_set / test_set
 
 import shutil
 import uuid
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -24,32 +20,28 @@ from dagster import (
     Failure,
     MetadataValue,
     Output,
+    ResourceParam,
     asset,
     define_asset_job,
     multi_asset,
-    multi_asset_check,
 )
 from pydantic import Field
 
-from lhc_assets.defs.partitions import delphes_files
-from lhc_assets.ml.contract import GRU_WIDTH, N_CLASSES, N_HLF
 from lhc_assets.ml.dataset_writer import (
     BYTES_PER_HLF_EVENT,
     BYTES_PER_INCLUSIVE_EVENT,
     HLF_SCHEMA,
     INCLUSIVE_SCHEMA,
     SPLITS,
-    ColumnScan,
     dataset_files,
     rows_per_row_group,
-    scan_files,
 )
 from lhc_assets.ml.preparation import FeatureScalers
 from lhc_assets.physics.partition_keys import parse_key
-from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, LLF_ROWS, N_LLF, SAMPLES
-from resources.io_manager import SparkTable, StagedParquet, materialized_path, staging_dir
+from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, SAMPLES
+from resources.io_manager import SparkParquetIOManager, SparkTable, StagedParquet
+from resources.references import TableRef
 from resources.spark import SparkResource
-from resources.storage import StorageResource
 
 _OWNERS = ["team:lhc-data-engineering"]
 _CLASSES = {label: f"{LABEL_NAMES[label]} ({sample})" for sample, label in SAMPLES.items()}
@@ -67,19 +59,18 @@ class DatasetConfig(Config):
     compression: str = Field(default="snappy", description="Parquet codec of the inclusive datasets.")
 
 
-def _counts_table(rows: dict[str, dict[int, int]]) -> MetadataValue:
+def counts_table(rows: dict[str, dict[int, int]]) -> MetadataValue:
     lines = ["| class | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
     lines += [f"| {name} | " + " | ".join(str(rows[c][label]) for c in rows) + " |" for label, name in _CLASSES.items()]
     return MetadataValue.md("\n".join(lines))
 
 
-def _class_counts(storage: StorageResource, keys: list[str]) -> dict[int, int]:
+def _class_counts(hlf: TableRef, keys: list[str]) -> dict[int, int]:
     """Selected events per class, from the Parquet footers of hlf_features (a partition holds one sample):
     no Spark job."""
     counts = dict.fromkeys(SAMPLES.values(), 0)
     for k in keys:
-        rows = sum(pq.read_metadata(f).num_rows for f in dataset_files(materialized_path(storage, "hlf_features", k)))
-        counts[SAMPLES[parse_key(k)[0]]] += rows
+        counts[SAMPLES[parse_key(k)[0]]] += sum(pq.read_metadata(f).num_rows for f in dataset_files(hlf.partition(k)))
     return counts
 
 
@@ -88,7 +79,7 @@ def _class_counts(storage: StorageResource, keys: list[str]) -> dict[int, int]:
     kinds={"spark", "parquet"},
     tags={"stage": "training-data"},
     owners=_OWNERS,
-    deps=["hlf_features", "llf_features"],
+    ins={"hlf_features": AssetIn(dagster_type=TableRef), "llf_features": AssetIn(dagster_type=TableRef)},
     io_manager_key="warehouse_io_manager",
     description=(
         "Every selected event of the materialized feature partitions, balanced by undersampling each class to "
@@ -97,25 +88,23 @@ def _class_counts(storage: StorageResource, keys: list[str]) -> dict[int, int]:
     ),
 )
 def undersampled_dataset(
-    context: AssetExecutionContext, config: UndersamplingConfig, spark: SparkResource, storage: StorageResource
+    context: AssetExecutionContext, config: UndersamplingConfig, spark: SparkResource, hlf_features: TableRef,
+    llf_features: TableRef,
 ) -> SparkTable:
     from lhc_assets.spark.training_data import EmptyClassError, undersample
 
-    keys = context.instance.get_dynamic_partitions(delphes_files.name)
-    usable = [k for k in keys
-              if materialized_path(storage, "hlf_features", k) and materialized_path(storage, "llf_features", k)]
-    missing = sorted(set(keys) - set(usable))
+    usable = sorted(set(hlf_features.partition_keys) & set(llf_features.partition_keys))
+    missing = sorted({*hlf_features.missing, *llf_features.missing} - set(usable))
     if missing:
         context.log.warning(f"{len(missing)} input partitions have no feature tables and are left out: {missing}")
     if not usable:
         raise Failure(description=(
-            f"no partition of hlf_features and llf_features is materialized ({len(keys)} input partitions "
+            f"no partition of hlf_features and llf_features is materialized ({len(missing)} input partitions "
             "registered); run the ingestion job first"))
-    session = spark.get_session()
-    hlf = session.read.parquet(*(str(materialized_path(storage, "hlf_features", k)) for k in usable))
-    counts = _class_counts(storage, usable)
+    counts = _class_counts(hlf_features, usable)
     try:
-        selection = undersample(hlf, counts, seed=config.seed, train_fraction=config.train_fraction)
+        selection = undersample(hlf_features.select(usable).read(spark.get_session()), counts, seed=config.seed,
+                                train_fraction=config.train_fraction)
     except EmptyClassError as exc:
         considered = "; ".join(f"{s}: {', '.join(k for k in usable if k.startswith(s + '/')) or 'no files'}"
                                for s in SAMPLES)
@@ -124,7 +113,7 @@ def undersampled_dataset(
     n_train = round(config.train_fraction * n_min)
     after = {"before": counts, "train": dict.fromkeys(counts, n_train), "test": dict.fromkeys(counts, n_min - n_train)}
     return SparkTable(selection, metadata={
-        "class_counts": _counts_table(after),
+        "class_counts": counts_table(after),
         "events_per_class": n_min,
         "train_events": n_train * len(counts),
         "test_events": (n_min - n_train) * len(counts),
@@ -142,17 +131,14 @@ def _scalers_tables(s: FeatureScalers) -> dict[str, MetadataValue]:
     return {"hlf_min_max": MetadataValue.md("\n".join(hlf)), "llf_mean_std": MetadataValue.md("\n".join(llf))}
 
 
-def _feature_partitions(storage: StorageResource, keys: list[str]) -> list[tuple[str, str]]:
+def _feature_partitions(llf_features: TableRef, keys: list[str]) -> list[tuple[str, str]]:
     """(partition key, current llf_features directory) of every partition the selection draws from."""
-    out, gone = [], []
-    for k in keys:
-        path = materialized_path(storage, "llf_features", k)
-        (out if path else gone).append((k, str(path)))
-    if gone:
+    chosen = llf_features.select(keys)
+    if chosen.missing:
         raise Failure(description=(
-            f"llf_features partitions used by undersampled_dataset are gone: {[k for k, _ in gone]}; "
+            f"llf_features partitions used by undersampled_dataset are gone: {list(chosen.missing)}; "
             "re-materialize undersampled_dataset"))
-    return out
+    return [(k, str(chosen.partition(k))) for k in keys]
 
 
 def _data_errors(fn):
@@ -178,7 +164,7 @@ _SELECTION, _LLF, _SCALERS = AssetKey("undersampled_dataset"), AssetKey("llf_fea
 
 @multi_asset(
     group_name="datasets",
-    deps=["llf_features"],
+    ins={"undersampled_dataset": AssetIn(dagster_type=TableRef), "llf_features": AssetIn(dagster_type=TableRef)},
     # What each output is computed from: the scalers from the selection's particle lists; the datasets are
     # scaled with them, and only the inclusive ones read the particle lists.
     internal_asset_deps={
@@ -212,23 +198,25 @@ def training_datasets(
     context: AssetExecutionContext,
     config: DatasetConfig,
     spark: SparkResource,
-    storage: StorageResource,
-    undersampled_dataset,
+    warehouse_io_manager: ResourceParam[SparkParquetIOManager],
+    undersampled_dataset: TableRef,
+    llf_features: TableRef,
 ):
     """One pass over the particle lists of the selection writes every training dataset (Spark tasks, see
     ``lhc_assets.spark.training_data.write_training_datasets``)."""
     from lhc_assets.spark.training_data import summarize_selection, write_training_datasets
 
-    summary = summarize_selection(undersampled_dataset)
-    partitions = _feature_partitions(storage, summary.partition_keys)
+    session, io = spark.get_session(), warehouse_io_manager
+    summary = summarize_selection(undersampled_dataset.read(session))
+    partitions = _feature_partitions(llf_features, summary.partition_keys)
     totals = {s: sum(c.values()) for s, c in summary.counts.items()}
-    out_dirs = {s: staging_dir(storage, f"{s}_set") for s in SPLITS}
-    hlf_out_dirs = {s: staging_dir(storage, f"hlf_{s}_set") for s in SPLITS}
+    out_dirs = {s: io.new_staging_dir(f"{s}_set") for s in SPLITS}
+    hlf_out_dirs = {s: io.new_staging_dir(f"hlf_{s}_set") for s in SPLITS}
     try:
         written, scalers = _data_errors(lambda: write_training_datasets(
-            spark.get_session(), partitions, str(materialized_path(storage, "undersampled_dataset")),
+            session, partitions, str(undersampled_dataset.path),
             summary.hlf_min, summary.hlf_max, totals, out_dirs, hlf_out_dirs,
-            storage.warehouse / f".shuffle-{uuid.uuid4().hex}", events_per_file=config.events_per_file,
+            io.storage.warehouse / f".shuffle-{uuid.uuid4().hex}", events_per_file=config.events_per_file,
             row_group_bytes=config.row_group_bytes, compression=config.compression,
         ))
     except BaseException:
@@ -248,102 +236,7 @@ def training_datasets(
                 "row_group_events": rows_per_row_group(config.row_group_bytes, per_event)})
 
 
-# ---- checks
-
-
-@multi_asset_check(
-    name="selection_checks",
-    description="Balance and disjointness of undersampled_dataset, from one Spark aggregation.",
-    ins={"undersampled_dataset": AssetIn("undersampled_dataset")},
-    specs=[
-        AssetCheckSpec("classes_balanced", asset="undersampled_dataset",
-                       description="Every class has the same number of events (within 1 %) in train and in test."),
-        AssetCheckSpec("train_test_disjoint", asset="undersampled_dataset",
-                       description="No event is both in train and in test, and none appears twice."),
-    ],
-)
-def selection_checks(undersampled_dataset):
-    from lhc_assets.spark.training_data import selection_audit
-
-    audit = selection_audit(undersampled_dataset)
-    spread = {s: (max(c.values()) - min(c.values())) / max(max(c.values()), 1) for s, c in audit.counts.items()}
-    yield AssetCheckResult(
-        check_name="classes_balanced", asset_key="undersampled_dataset",
-        passed=all(v <= 0.01 for v in spread.values()),
-        metadata={"class_counts": _counts_table(audit.counts),
-                  **{f"{s}_imbalance": round(v, 4) for s, v in spread.items()}})
-    yield AssetCheckResult(
-        check_name="train_test_disjoint", asset_key="undersampled_dataset",
-        passed=audit.in_both_splits == 0 and audit.duplicated == 0,
-        metadata={"in_both_splits": audit.in_both_splits, "duplicated": audit.duplicated})
-
-
-_HLF_SHAPES = {"label": N_CLASSES, "hlf_input": N_HLF}
-_INCLUSIVE_SHAPES = {**_HLF_SHAPES, "gru_input": GRU_WIDTH}
-# check name -> (dataset, list columns and their lengths, HLF inputs must lie in [0, 1])
-_DATASET_CHECKS = {
-    "train_set_finite_and_shaped": ("train_set", _INCLUSIVE_SHAPES, False),
-    "test_set_finite_and_shaped": ("test_set", _INCLUSIVE_SHAPES, False),
-    "hlf_train_set_scaled": ("hlf_train_set", _HLF_SHAPES, True),
-    "hlf_test_set_finite_and_shaped": ("hlf_test_set", _HLF_SHAPES, False),
-}
-
-
-def _check_description(columns: dict[str, int], unit_interval: bool) -> str:
-    shapes = " / ".join(str(n) if n != GRU_WIDTH else f"{LLF_ROWS}*{N_LLF}" for n in columns.values())
-    text = f"Shapes {shapes} and no NaN or inf"
-    return text + (", and every HLF input in [0, 1] (the scaler was fitted on this split)." if unit_interval else ".")
-
-
-def _scan_result(check: str, asset_name: str, scan, columns: dict[str, int], unit_interval: bool) -> AssetCheckResult:
-    problems = [f"{c}: {n} rows with a length other than {columns[c]}" for c, n in scan.bad_lengths.items() if n]
-    problems += [f"{c}: {n} NaN/inf values" for c, n in scan.non_finite.items() if n]
-    if unit_interval and scan.rows:
-        lo, hi = scan.minimum["hlf_input"], scan.maximum["hlf_input"]
-        if lo < 0.0 or hi > 1.0:
-            problems.append(f"hlf_input outside [0, 1]: min {lo}, max {hi}")
-    if scan.rows == 0:
-        problems.append("no rows")
-    metadata = {"rows": scan.rows, "problems": MetadataValue.md("\n".join(f"* {p}" for p in problems) or "none")}
-    metadata.update({f"{c}_min": float(scan.minimum[c]) for c in columns if scan.rows})
-    metadata.update({f"{c}_max": float(scan.maximum[c]) for c in columns if scan.rows})
-    return AssetCheckResult(check_name=check, asset_key=asset_name, passed=not problems, metadata=metadata)
-
-
-@multi_asset_check(
-    name="dataset_checks",
-    description="Shapes, finiteness and scaling of the four training datasets: every file scanned in a Spark task.",
-    specs=[AssetCheckSpec(check, asset=asset_name, description=_check_description(columns, unit_interval))
-           for check, (asset_name, columns, unit_interval) in _DATASET_CHECKS.items()],
-)
-def dataset_checks(spark: SparkResource, storage: StorageResource):
-    from lhc_assets.spark.tasks import pack_by_weight, run_tasks
-
-    paths = {check: materialized_path(storage, asset_name) for check, (asset_name, *_) in _DATASET_CHECKS.items()}
-    files = {check: [(str(f), _DATASET_CHECKS[check][1]) for f in dataset_files(path)] if path else []
-             for check, path in paths.items()}
-    # The files of the four datasets are read in parallel Spark tasks, packed by size (one task per core).
-    units = {f"{check}:{path}": (path, columns) for check in _DATASET_CHECKS for path, columns in files[check]}
-    session = spark.get_session()
-    groups = pack_by_weight({u: Path(path).stat().st_size for u, (path, _) in units.items()},
-                             session.sparkContext.defaultParallelism)
-    scanned = {}
-    for group, scans in zip(groups, run_tasks(session, scan_files, [[units[u] for u in g] for g in groups],
-                                              description="training dataset checks"), strict=True):
-        scanned.update(zip(group, scans, strict=True))
-    for check, (asset_name, columns, unit_interval) in _DATASET_CHECKS.items():
-        if paths[check] is None:
-            yield AssetCheckResult(check_name=check, asset_key=asset_name, passed=False,
-                                   severity=AssetCheckSeverity.ERROR, metadata={"error": "not materialized"})
-            continue
-        scan = ColumnScan.empty(columns)
-        for path, _ in files[check]:
-            scan = scan.merge(scanned[f"{check}:{path}"])
-        yield _scan_result(check, asset_name, scan, columns, unit_interval)
-
-
 dataset_assets = [undersampled_dataset, training_datasets]
-dataset_asset_checks = [selection_checks, dataset_checks]
 
 training_data_job = define_asset_job(
     "training_data_job",

@@ -6,22 +6,17 @@ shows, per class, the selection efficiencies, the 14 HLF and the particle multip
 overlaid, with a Kolmogorov-Smirnov distance per feature (``lhc_assets.physics.generators.comparison``).
 """
 
-import json
-import shutil
-import uuid
+import tempfile
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import Config, MetadataValue, asset
 from pydantic import Field
 
-from lhc_assets.defs.models.assets import png_markdown
+from lhc_assets.defs.metadata import png_markdown
 from lhc_assets.physics.generators import comparison, pythia, toy
 from lhc_assets.physics.generators.rootio import write_delphes_file
 from lhc_assets.physics.schema import SAMPLES
-from resources.io_manager import new_version, publish_version
-from resources.storage import StorageResource
-
-ASSET = "generator_comparison"
+from resources.json_io_manager import Report
 
 
 class GeneratorComparisonConfig(Config):
@@ -65,12 +60,10 @@ def _existing(directory: str) -> dict[str, list[Path]]:
                  "efficiency, the 14 HLF and the particle multiplicities overlaid (PNG), a Kolmogorov-Smirnov "
                  "distance per feature; report.json under <data root>/reports/generator_comparison."),
 )
-def generator_comparison(
-    context: AssetExecutionContext, config: GeneratorComparisonConfig, storage: StorageResource
-) -> Output[dict]:
-    work = storage.reports / ASSET / f".staging-{uuid.uuid4().hex}"
-    samples = work / "samples"
-    try:
+def generator_comparison(config: GeneratorComparisonConfig) -> Report:
+    # The generated samples are scratch: only the report and its figure are kept.
+    with tempfile.TemporaryDirectory(prefix="generator-comparison-") as scratch:
+        samples = Path(scratch)
         toy_files = _generated(toy, samples / "toy", config.toy_events, config.seed)
         if config.pythia_files:
             pythia_files, limit = _existing(config.pythia_files), config.max_events
@@ -82,20 +75,13 @@ def generator_comparison(
             "toy": {s: comparison.read_features(p, s) for s, p in toy_files.items()},
             "pythia": {s: comparison.read_features(p, s, limit) for s, p in pythia_files.items()},
         }
-        report = comparison.compare(sources, "toy", "pythia")
-        report["config"] = config.model_dump()
-        figure = comparison.plot_features(sources)
-        shutil.rmtree(samples)
-        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (work / "features.png").write_bytes(figure)
-        published = publish_version(work, storage.reports / ASSET, new_version(context.run.run_id))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return Output(report, metadata={
+    report = comparison.compare(sources, "toy", "pythia")
+    report["config"] = config.model_dump()
+    figure = comparison.plot_features(sources)
+    return Report(report, {"features.png": figure}, metadata={
         "selection_efficiency": MetadataValue.md(comparison.efficiency_table(report)),
         "ks_distance": MetadataValue.md(comparison.distance_table(report)),
         "features": png_markdown(figure, "toy (solid) and Pythia (dashed) per class"),
-        "report": MetadataValue.path(str(published / "report.json")),
     })
 
 

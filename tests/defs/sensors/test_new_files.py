@@ -23,6 +23,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, instance_for_test
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from lhc_assets.defs.partitions import INPUT_FILE_TAG
 from lhc_assets.defs.sensors.new_files import (
     INTERVAL_ENV,
     MAX_RUNS_ENV,
@@ -181,7 +182,12 @@ def test_zero_byte_and_odd_but_supported_names_are_requested(harness: Harness):
     harness.add("qcd", "my file (v2).root", b"\x00\xff" * 8)
     harness.tick()
     expected = {partition_key("qcd", "empty.root"), partition_key("qcd", "my file (v2).root")}
-    assert set(keys_of(harness.tick())) == expected
+    result = harness.tick()
+    assert set(keys_of(result)) == expected
+    # Each run names its file, so the ingestion finds it without listing incoming/ (the key is hashed here).
+    assert {r.partition_key: r.tags[INPUT_FILE_TAG] for r in result.run_requests} == {
+        partition_key("qcd", "empty.root"): "qcd/empty.root",
+        partition_key("qcd", "my file (v2).root"): "qcd/my file (v2).root"}
     assert harness.warnings == []
 
 
@@ -337,6 +343,7 @@ def test_daemon_ingests_a_file_dropped_into_incoming(tmp_path: Path, generated_f
         # Exactly one run, for exactly that partition, requested by the sensor.
         assert [(j, p) for j, _, p in detail] == [("ingestion_job", key)]
         assert runs[0].tags.get("dagster/sensor_name") == "new_delphes_files_sensor"
+        assert runs[0].tags.get(INPUT_FILE_TAG) == f"ttbar/{src.name}"
     finally:
         _stop(daemon)
         log.close()
