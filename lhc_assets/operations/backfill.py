@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
+from lhc_assets.defs.ingestion.tables import INGESTION_ASSETS
 from lhc_assets.operations import failures
 from lhc_assets.operations.dagster_internals import add_asset_backfill, backfill_finished
-from lhc_assets.physics.ingest import HLF, LLF, RAW
 from resources.storage import StorageResource
 
-INGESTION_ASSETS = (RAW, HLF, LLF)
 PARTITIONS_DEF_NAME = failures.PARTITIONS_DEF_NAME  # re-exported for the CLI
 BACKFILL_TAG = "dagster/backfill"
 # A daemon whose last heartbeat is older than this is taken as not running.

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from lhc_assets.physics import features as K
 from lhc_assets.physics.delphes_reader import RAW_SCHEMA, DelphesInputError, read_batches
 
-RAW, HLF, LLF = "raw_events", "hlf_features", "llf_features"
+# The tables one ingestion task writes, as named in a slice's outputs and in its summary.
+RAW, HLF, LLF = "raw", "hlf", "llf"
 TABLE_SCHEMAS = {RAW: RAW_SCHEMA, HLF: K.HLF_SCHEMA, LLF: K.LLF_SCHEMA}
 SOURCE_ROOT, SOURCE_PARQUET = "root", "parquet"
 

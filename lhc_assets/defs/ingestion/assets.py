@@ -14,7 +14,6 @@ from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetMaterialization,
     AssetSelection,
     AssetSpec,
@@ -28,8 +27,16 @@ from dagster import (
 from lhc_assets.defs.ingestion.config import IngestionConfig, collection_names
 from lhc_assets.defs.ingestion.inputs import plan_tasks, resolve_inputs, stored_raw_events
 from lhc_assets.defs.ingestion.metadata import fail_partitions, raw_metadata, selection_metadata
+from lhc_assets.defs.ingestion.tables import (
+    HLF_FEATURES,
+    INGESTION_ASSETS,
+    LLF_FEATURES,
+    RAW_EVENTS,
+    SCHEMAS,
+    selected_tables,
+)
 from lhc_assets.defs.partitions import INPUT_FILE_TAG, delphes_files
-from lhc_assets.physics.ingest import HLF, LLF, RAW, TABLE_SCHEMAS, run_slices, summarize
+from lhc_assets.physics.ingest import run_slices, summarize
 from lhc_assets.physics.schema import HLF_COLUMNS, LLF_ROWS
 from resources.io_manager import SparkParquetIOManager, StagedParquet, staged_partition_dir, written_metadata
 from resources.publisher import new_version
@@ -39,7 +46,7 @@ from resources.storage import StorageResource
 _SPEC_COMMON = {"owners": ["team:lhc-data-engineering"]}
 INGESTION_SPECS = [
     AssetSpec(
-        RAW, group_name="ingestion", kinds={"spark", "parquet", "root"}, tags={"stage": "ingestion"},
+        RAW_EVENTS, group_name="ingestion", kinds={"spark", "parquet", "root"}, tags={"stage": "ingestion"},
         description=(
             "Delphes events of one input file, read with uproot in Spark tasks (entry-range splits, only the "
             "needed branches) and stored as Parquet: the collections and fields of DESIGN.md section 3 as "
@@ -48,7 +55,8 @@ INGESTION_SPECS = [
         **_SPEC_COMMON,
     ).with_io_manager_key("warehouse_io_manager"),
     AssetSpec(
-        HLF, deps=[RAW], group_name="features", kinds={"spark", "parquet", "numba"}, tags={"stage": "features"},
+        HLF_FEATURES, deps=[RAW_EVENTS], group_name="features", kinds={"spark", "parquet", "numba"},
+        tags={"stage": "features"},
         description=(
             "High-level features of the selected events (one isolated electron or muon with PT > 23 GeV): "
             f"{', '.join(HLF_COLUMNS)}; one float column each, with the event identity and label."
@@ -56,7 +64,8 @@ INGESTION_SPECS = [
         **_SPEC_COMMON,
     ).with_io_manager_key("warehouse_io_manager"),
     AssetSpec(
-        LLF, deps=[RAW], group_name="features", kinds={"spark", "parquet", "numba"}, tags={"stage": "features"},
+        LLF_FEATURES, deps=[RAW_EVENTS], group_name="features", kinds={"spark", "parquet", "numba"},
+        tags={"stage": "features"},
         description=(
             f"Particle list of the selected events: the real rows of the {LLF_ROWS} x 19 list (lepton, up to 450 "
             "tracks, 150 photons, 200 neutral hadrons; columns E, px, py, pz, pT, eta, phi, vtxX/Y/Z, isolations, "
@@ -68,6 +77,22 @@ INGESTION_SPECS = [
 ]
 
 
+def _run_tasks(session, files: list[dict], tables: list[str], staging: dict[str, Path], config: IngestionConfig,
+               problems: dict[str, str]) -> dict:
+    """Run the Spark tasks writing the run's tables into ``staging``; data errors a task met are added to
+    ``problems`` (one per partition); returns the per-partition summary."""
+    from lhc_assets.spark.tasks import run_tasks
+
+    tasks = plan_tasks(files, tables, staging, config, session.sparkContext.defaultParallelism)
+    results = [r for out in run_tasks(session, run_slices, tasks,
+                                      description=f"{', '.join(tables)} for {len(files)} partition(s)")
+               for r in out["results"]]
+    for r in results:
+        if r["error"]:
+            problems.setdefault(r["partition_key"], r["error"])
+    return summarize(results)
+
+
 def _publish_good_partitions(context: AssetExecutionContext, io: SparkParquetIOManager, staging: dict[str, Path],
                              good: list[str], bad: list[str], files: list[dict], summary: dict) -> None:
     """In a run that failed for some partitions, publish the others and record their materializations,
@@ -76,10 +101,10 @@ def _publish_good_partitions(context: AssetExecutionContext, io: SparkParquetIOM
     for t, directory in staging.items():
         for key in bad:
             shutil.rmtree(staged_partition_dir(directory, key), ignore_errors=True)
-        published = io.publish_staged(StagedParquet(directory, TABLE_SCHEMAS[t]), t, good, version)
+        published = io.publish_staged(StagedParquet(directory, SCHEMAS[t]), t, good, version)
         for key in good:
             per_key = {key: summary.get(key, {"events_read": 0, "rows": {}, "reasons": {}})}
-            metadata = (raw_metadata([f for f in files if f["partition_key"] == key], per_key) if t == RAW
+            metadata = (raw_metadata([f for f in files if f["partition_key"] == key], per_key) if t == RAW_EVENTS
                         else selection_metadata(context, per_key))
             metadata.update(written_metadata({key: published[key]}, [key], io.asset_dir(t)))
             context.log_event(AssetMaterialization(asset_key=t, partition=key, metadata=metadata))
@@ -99,54 +124,43 @@ def delphes_ingestion(
     context: AssetExecutionContext, config: IngestionConfig, spark: SparkResource, storage: StorageResource,
     warehouse_io_manager: ResourceParam[SparkParquetIOManager],
 ) -> Iterator[Output]:
-    from lhc_assets.spark.tasks import run_tasks
-
     io = warehouse_io_manager
-    tables = [t for t in (RAW, HLF, LLF) if AssetKey(t) in context.selected_asset_keys]
+    tables = selected_tables(context.selected_asset_keys)
     keys = sorted(context.partition_keys)
     # Bad partitions are set aside (driver-side checks here, data errors from the tasks below); the run
     # fails naming each of them, after the good partitions are published.
     files, problems = (resolve_inputs(keys, storage, collection_names(config), context.log,
-                                       context.run.tags.get(INPUT_FILE_TAG)) if RAW in tables
+                                      context.run.tags.get(INPUT_FILE_TAG)) if RAW_EVENTS in tables
                        else stored_raw_events(keys, io))
-    session = spark.get_session()
     staging = {t: io.new_staging_dir(t) for t in tables}
     try:
-        tasks = plan_tasks(files, tables, staging, config, session.sparkContext.defaultParallelism)
-        results = [r for out in run_tasks(session, run_slices, tasks,
-                                          description=f"{', '.join(tables)} for {len(keys)} partition(s)")
-                   for r in out["results"]]
-        for r in results:
-            if r["error"]:
-                problems.setdefault(r["partition_key"], r["error"])
-        summary = summarize(results)
+        summary = _run_tasks(spark.get_session(), files, tables, staging, config, problems)
         if problems:
-            bad = sorted(problems)
             good = [k for k in keys if k not in problems]
             if good:
-                _publish_good_partitions(context, io, staging, good, bad, files, summary)
-            fail_partitions({k: problems[k] for k in bad}, published=good)
+                _publish_good_partitions(context, io, staging, good, sorted(problems), files, summary)
+            fail_partitions({k: problems[k] for k in sorted(problems)}, published=good)
     except BaseException:
         for d in staging.values():
             shutil.rmtree(d, ignore_errors=True)
         raise
     for t in tables:
-        metadata = raw_metadata(files, summary) if t == RAW else selection_metadata(context, summary)
-        yield Output(StagedParquet(staging[t], TABLE_SCHEMAS[t], metadata=metadata), output_name=t)
+        metadata = raw_metadata(files, summary) if t == RAW_EVENTS else selection_metadata(context, summary)
+        yield Output(StagedParquet(staging[t], SCHEMAS[t], metadata=metadata), output_name=t)
 
 
 ingestion_assets = [delphes_ingestion]
 
 raw_events_job = define_asset_job(
-    "raw_events_job", selection=AssetSelection.assets(RAW),
+    "raw_events_job", selection=AssetSelection.assets(RAW_EVENTS),
     description="Stage 1: read input ROOT files into raw_events.",
 )
 features_job = define_asset_job(
-    "features_job", selection=AssetSelection.assets(HLF, LLF),
+    "features_job", selection=AssetSelection.assets(HLF_FEATURES, LLF_FEATURES),
     description="Stage 2: HLF and LLF tables recomputed from the stored raw_events.",
 )
 ingestion_job = define_asset_job(
-    "ingestion_job", selection=AssetSelection.assets(RAW, HLF, LLF),
+    "ingestion_job", selection=AssetSelection.assets(*INGESTION_ASSETS),
     description="The whole ingestion graph for the chosen files: raw_events, hlf_features, llf_features.",
 )
 ingestion_jobs = [raw_events_job, features_job, ingestion_job]

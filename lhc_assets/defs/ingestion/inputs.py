@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 from dagster import DagsterLogManager
 
 from lhc_assets.defs.ingestion.config import IngestionConfig
+from lhc_assets.defs.ingestion.tables import RAW_EVENTS, TABLE_OF
 from lhc_assets.physics.collection_names import CollectionNames
 from lhc_assets.physics.delphes_reader import DelphesInputError, inspect_file
-from lhc_assets.physics.ingest import RAW, SOURCE_PARQUET, SOURCE_ROOT, Slice, plan_entry_ranges
+from lhc_assets.physics.ingest import SOURCE_PARQUET, SOURCE_ROOT, Slice, plan_entry_ranges
 from resources.io_manager import SparkParquetIOManager, staged_partition_dir
 from resources.storage import StorageResource
 
@@ -52,9 +53,9 @@ def plan_tasks(files: list[dict], tables: list[str], staging: dict[str, Path], c
         key = f["partition_key"]
         return asdict(Slice(partition_key=key, sample=f["sample"], batch_size=config.batch_size,
                             compression=config.compression, llf_compression=config.llf_compression,
-                            outputs={t: str(staged_partition_dir(staging[t], key)) for t in tables}, **kw))
+                            outputs={TABLE_OF[t]: str(staged_partition_dir(staging[t], key)) for t in tables}, **kw))
 
-    if RAW in tables:
+    if RAW_EVENTS in tables:
         plan = plan_entry_ranges([f["num_entries"] for f in files], config.entries_per_split, parallelism)
         return [{"slices": [slice_(files[i], source=SOURCE_ROOT, path=files[i]["path"], part=f"part-{start:010d}",
                                    start=start, stop=stop, collections=files[i]["collections"])
@@ -80,8 +81,8 @@ def stored_raw_events(keys: list[str], io: SparkParquetIOManager) -> tuple[list[
     """The current raw_events files of every key, for recomputing the feature tables alone. raw_events is an
     output of this same multi-asset, which Dagster cannot also pass in as an input: its reference comes from
     the IO manager directly."""
-    raw = io.ref(RAW, keys)
-    problems = {k: f"partition {k!r} of asset {RAW!r} has not been materialized: materialize raw_events for {k} "
+    raw = io.ref(RAW_EVENTS, keys)
+    problems = {k: f"partition {k!r} of asset {RAW_EVENTS!r} has not been materialized: materialize raw_events for {k} "
                    "first" for k in raw.missing}
     # Partition keys are '<sample>/<stem>'.
     files = [{"partition_key": k, "sample": k.split("/", 1)[0], "raw_files": raw.files(k)} for k in raw.partition_keys]
