@@ -1,6 +1,7 @@
 """``lhc-run``: what ``make run`` does. Generate the sample under the data root (skipping files that
 already exist), materialize the whole asset graph (ingestion, training data, models, evaluation), print a
-summary with the model comparison. Safe to re-run: finished stages are skipped.
+summary with the model comparison. Safe to re-run: a stage runs only where Dagster reports its assets
+missing or stale, and the summary's counts come from the materializations recorded in the Dagster instance.
 
 ``--source pythia`` (``make physics``) generates the sample with the Pythia engine instead of the toy;
 ``--models design`` trains with DESIGN.md's settings (learning rate 1e-3, whole particle lists) instead of
@@ -11,14 +12,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from lhc_assets.cli import generate
 from lhc_assets.cli.home import ensure_dagster_home
 from lhc_assets.ml.contract import FAST_SEQUENCE_STEPS
 from lhc_assets.physics.schema import SAMPLES
 from resources.storage import storage_from_env
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, Definitions
+
+    from lhc_assets.operations.dagster_internals import AssetStatus
 
 # Sample sizes for `make run`, chosen so the whole graph fits in about ten minutes on two cores. QCD
 # passes the selection about six times less often than ttbar and W+jets, and the training sets are
@@ -165,25 +174,59 @@ def materialize_ingestion(storage) -> bool:
     return not progress.pending and not progress.counts()[backfill.FAILED]
 
 
-def _latest_timestamp(instance, asset: str) -> float:
-    from dagster import AssetKey
+def out_of_date(defs: Definitions, instance: DagsterInstance, job_name: str) -> dict[str, AssetStatus]:
+    """The assets of the unpartitioned job ``job_name`` that Dagster reports missing or stale, upstream first
+    (empty: the stage is up to date). Stale: a new code version, or an input (any partition of a partitioned
+    one) materialized after the materialization the asset was computed from."""
+    from lhc_assets.operations.dagster_internals import stale_statuses
 
-    event = instance.get_latest_materialization_event(AssetKey(asset))
-    return event.timestamp if event else 0.0
+    graph = defs.resolve_asset_graph()
+    selected = defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
+    keys = [k for k in graph.toposorted_asset_keys if k in selected]
+    statuses = stale_statuses(instance, graph, [(k, None) for k in keys])
+    return {k.to_user_string(): s for (k, _), s in statuses.items() if not s.up_to_date}
 
 
-def materialize_training_data() -> bool:
-    """Materialize the training-data assets unless they are newer than every feature table."""
-    from dagster import DagsterInstance
+def out_of_date_partitions(defs: Definitions, instance: DagsterInstance, job_name: str) -> list[str]:
+    """The partitions, in the instance's order, in which an asset of the partitioned job ``job_name`` is
+    missing or stale (Dagster's status per partition)."""
+    from lhc_assets.operations.dagster_internals import stale_statuses
 
-    from lhc_assets.definitions import defs
+    job = defs.resolve_job_def(job_name)
+    keys = sorted(job.asset_layer.selected_asset_keys)
+    partitions = job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    statuses = stale_statuses(instance, defs.resolve_asset_graph(), [(k, p) for p in partitions for k in keys])
+    return [p for p in partitions if not all(statuses[(k, p)].up_to_date for k in keys)]
 
-    instance = DagsterInstance.get()
-    features = max(_latest_timestamp(instance, a) for a in ("hlf_features", "llf_features"))
-    if _latest_timestamp(instance, "train_set") > features:
+
+def _why(stale: dict[str, AssetStatus]) -> str:
+    """The first reason of the most upstream asset, e.g. 'undersampled_dataset: has a new dependency
+    materialization (hlf_features qcd/qcd_seed42_0009), and 3 more'."""
+    name, status = next(iter(stale.items()))
+    reason = status.causes[0] if status.causes else status.describe()
+    return f"{name}: {reason}" + (f", and {len(stale) - 1} more" if len(stale) > 1 else "")
+
+
+def _defs_and_instance(
+        defs: Definitions | None, instance: DagsterInstance | None) -> tuple[Definitions, DagsterInstance]:
+    """The code location and instance of the environment, unless given (the tests pass their own)."""
+    if defs is None:
+        from lhc_assets.definitions import defs
+    if instance is None:
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.get()
+    return defs, instance
+
+
+def materialize_training_data(defs: Definitions | None = None, instance: DagsterInstance | None = None) -> bool:
+    """Materialize the training-data assets unless Dagster reports every one of them up to date."""
+    defs, instance = _defs_and_instance(defs, instance)
+    stale = out_of_date(defs, instance, "training_data_job")
+    if not stale:
         print("training data: up to date with the feature tables")
         return True
-    print("training data: undersampling, scalers and the Petastorm datasets")
+    print(f"training data: undersampling, scalers and the Petastorm datasets ({_why(stale)})")
     result = defs.resolve_job_def("training_data_job").execute_in_process(instance=instance, raise_on_error=False,
                                                                       run_config=QUIET)
     _report_failures(result)
@@ -198,44 +241,46 @@ def _report_failures(result) -> None:
             print(f"  CHECK FAILED {event.event_specific_data.check_name}")
 
 
-def materialize_models(run_config: dict) -> bool:
-    """Materialize the models and their evaluation unless they are newer than the training data."""
-    from dagster import DagsterInstance
-
-    from lhc_assets.definitions import defs
-
-    instance = DagsterInstance.get()
-    data = max(_latest_timestamp(instance, a) for a in ("train_set", "hlf_train_set", "undersampled_dataset"))
-    if _latest_timestamp(instance, "model_evaluation") > data:
+def materialize_models(run_config: dict, defs: Definitions | None = None,
+                       instance: DagsterInstance | None = None) -> bool:
+    """Materialize the models and their evaluation unless Dagster reports every one of them up to date."""
+    defs, instance = _defs_and_instance(defs, instance)
+    stale = out_of_date(defs, instance, "models_job")
+    if not stale:
         print("models: up to date with the training data")
         return True
-    print("models: hyperparameter search, three Keras classifiers, random forest, Spark scoring, evaluation")
+    print(f"models: hyperparameter search, three Keras classifiers, random forest, Spark scoring, evaluation "
+          f"({_why(stale)})")
     result = defs.resolve_job_def("models_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config={**QUIET, **run_config})
     _report_failures(result)
     return result.success
 
 
-def materialize_file_scores() -> bool:
-    """Score every input file's events with the current models (one run over all partitions) if not done yet."""
-    from dagster import DagsterInstance
+def materialize_file_scores(defs: Definitions | None = None, instance: DagsterInstance | None = None) -> bool:
+    """Score the input files whose scores are missing or stale (new file, new features or new models), one run
+    per contiguous range of partitions."""
+    from lhc_assets.operations.backfill import contiguous_ranges
 
-    from lhc_assets.definitions import defs
-    from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
-
-    instance = DagsterInstance.get()
-    keys = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
+    defs, instance = _defs_and_instance(defs, instance)
+    job = defs.resolve_job_def("file_scores_job")
+    keys = job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
     if not keys:
         return True
-    if _latest_timestamp(instance, "file_event_scores") > _latest_timestamp(instance, "model_evaluation"):
+    todo = out_of_date_partitions(defs, instance, "file_scores_job")
+    if not todo:
         print("file scores: up to date with the models")
         return True
-    print(f"file scores: the Keras classifiers over every selected event of the {len(keys)} input files")
-    result = defs.resolve_job_def("file_scores_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET,
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
-    _report_failures(result)
-    return result.success
+    which = f"the {len(keys)}" if len(todo) == len(keys) else f"{len(todo)} of the {len(keys)}"
+    print(f"file scores: the Keras classifiers over every selected event of {which} input files")
+    ok = True
+    for first, last in contiguous_ranges(keys, set(todo)):
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=QUIET,
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+        _report_failures(result)
+        ok = ok and result.success
+    return ok
 
 
 def print_model_comparison() -> None:
@@ -267,34 +312,73 @@ def _rejection(value: float | None) -> str:
     return "inf" if value is None else f"{value:.1f}"
 
 
-def print_summary(storage) -> None:
-    import pyarrow.parquet as pq
+# One row of the ingestion's per-partition table (``per_partition`` metadata): | key | read | selected | efficiency |
+_PER_PARTITION_ROW = r"^\|\s*{key}\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|"
 
-    from resources.io_manager import current_version
 
-    def rows(asset: str, key: str) -> int:
-        from lhc_assets.physics.partition_keys import key_path
+def partition_event_counts(instance: DagsterInstance, keys: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(events read, events selected) of each partition of ``keys`` with a materialized hlf_features, from
+    the metadata of its latest materialization. A run over several partitions records the run's totals on
+    every partition's materialization and the per-partition split in its ``per_partition`` table."""
+    from dagster import AssetKey, AssetRecordsFilter
 
-        path = current_version(storage.asset_dir(asset) / key_path(key))
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet")) if path else 0
+    wanted, metadata, cursor = set(keys), {}, None
+    while wanted - metadata.keys():  # newest first: the first record seen of a partition is its latest
+        page = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("hlf_features")),
+                                               limit=1000, cursor=cursor)
+        for record in page.records:
+            if record.partition_key in wanted:
+                metadata.setdefault(record.partition_key, record.asset_materialization.metadata)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    counts = {}
+    for key, meta in metadata.items():
+        table = meta.get("per_partition")
+        row = table and re.search(_PER_PARTITION_ROW.format(key=re.escape(key)), table.value, re.M)
+        if row:
+            counts[key] = (int(row[1]), int(row[2]))
+        elif "events_read" in meta and "events_selected" in meta:
+            counts[key] = (meta["events_read"].value, meta["events_selected"].value)
+    return counts
 
+
+def dataset_sizes(instance: DagsterInstance) -> dict[str, int] | None:
+    """Events of train_set and test_set, from their latest materializations' metadata (None: not built)."""
+    from dagster import AssetKey
+
+    sizes = {}
+    for name in ("train_set", "test_set"):
+        event = instance.get_latest_materialization_event(AssetKey(name))
+        events = event and event.asset_materialization.metadata.get("events")
+        if events is None:
+            return None
+        sizes[name] = events.value
+    return sizes
+
+
+def print_summary(storage, instance: DagsterInstance | None = None) -> None:
+    """Events read and selected per sample and the training data's size, from the materializations
+    recorded in the Dagster instance; then the model comparison."""
+    if instance is None:
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.get()
     inputs = storage.input_files()
+    counts = partition_event_counts(instance, inputs)
     print(f"  {'sample':8s} {'files':>5s} {'events':>8s} {'selected':>9s} {'efficiency':>10s}")
     for sample in SAMPLES:
         keys = [k for k, (s, _) in inputs.items() if s == sample]
-        read = sum(rows("raw_events", k) for k in keys)
-        selected = sum(rows("hlf_features", k) for k in keys)
+        read = sum(counts.get(k, (0, 0))[0] for k in keys)
+        selected = sum(counts.get(k, (0, 0))[1] for k in keys)
         eff = f"{selected / read:.3f}" if read else "-"
         print(f"  {sample:8s} {len(keys):5d} {read:8d} {selected:9d} {eff:>10s}")
-    sets = {name: current_version(storage.asset_dir(name)) for name in ("train_set", "test_set")}
-    if all(sets.values()):
-        counts = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in path.glob("*.parquet"))
-                  for name, path in sets.items()}
-        print(f"  training data: {counts['train_set']} train / {counts['test_set']} test events, balanced over "
+    sizes = dataset_sizes(instance)
+    if sizes:
+        print(f"  training data: {sizes['train_set']} train / {sizes['test_set']} test events, balanced over "
               f"{len(SAMPLES)} classes (Petastorm datasets: train_set, test_set, hlf_train_set, hlf_test_set)")
     print(f"  warehouse: {storage.warehouse}")
     print_model_comparison()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,15 +6,22 @@ fails when another version is installed, so an upgrade re-checks these calls bef
 * Submitting an asset backfill from code: the UI's "Launch backfill" creates a ``PartitionBackfill``; the
   public API has no constructor for one (``dagster job backfill`` is op-job only and needs the CLI).
 * Knowing when a backfill is over: the set of terminal bulk-action statuses is internal.
+* Whether an asset is missing or stale (what the UI shows): ``CachingStaleStatusResolver`` has no public
+  entry point. Dagster 1.13 does not check an edge from a partitioned parent to its child when the child
+  depends on ``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD`` (100) or more parent partitions, so an
+  unpartitioned asset over the per-file feature tables would never turn stale once 100 files are registered;
+  ``stale_statuses`` adds that edge from the event log, with the cursor Dagster records in the child's
+  provenance.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 PINNED_DAGSTER = "1.13.27"
 
@@ -40,3 +47,85 @@ def backfill_finished(backfill: Any) -> bool:
     from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 
     return backfill.status in BULK_ACTION_TERMINAL_STATUSES
+
+
+class AssetStatus(NamedTuple):
+    """Whether one asset (partition) is up to date: ``status`` is the name of Dagster's ``StaleStatus``
+    (``MISSING``, ``STALE`` or ``FRESH``), ``causes`` say why it is stale."""
+
+    status: str
+    causes: tuple[str, ...] = ()
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.status == "FRESH"
+
+    def describe(self) -> str:
+        return "missing" if self.status == "MISSING" else "; ".join(self.causes) or self.status.lower()
+
+
+def stale_statuses(
+        instance: DagsterInstance, asset_graph: Any, asset_partitions: Iterable[tuple[AssetKey, str | None]],
+) -> dict[tuple[AssetKey, str | None], AssetStatus]:
+    """Dagster's stale status of each (asset, partition key or None), as the UI computes it (code version,
+    upstream data versions, upstream materializations), plus the partitioned-parent edge Dagster skips for
+    large partition counts (module docstring). One resolver answers every query, so shared parents are
+    read once. A partitioned asset must be asked per partition: Dagster calls it FRESH otherwise."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.definitions.temporal_context import TemporalContext
+
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(UTC), last_event_id=None),
+                          instance=instance, asset_graph=asset_graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph, loading_context=view)
+    statuses = {}
+    for key, partition in asset_partitions:
+        partitioned = asset_graph.get(key).is_partitioned
+        if partitioned and partition is None:
+            raise ValueError(f"{key.to_user_string()} is partitioned: ask for its status per partition")
+        if resolver.get_status(key, partition) == StaleStatus.MISSING:
+            statuses[(key, partition)] = AssetStatus("MISSING")
+            continue
+        found = resolver.get_stale_causes(key, partition)
+        causes = [_describe_cause(c) for c in found]
+        if not partitioned:
+            seen = {c.dependency_asset_key for c in found}
+            causes += [f"has a new dependency materialization ({parent.to_user_string()} {parent_partition})"
+                       for parent, parent_partition in _partitioned_parents_updated(instance, asset_graph, key)
+                       if parent not in seen]
+        statuses[(key, partition)] = AssetStatus("STALE" if causes else "FRESH", tuple(causes))
+    return statuses
+
+
+def _describe_cause(cause: Any) -> str:
+    if cause.dependency is None:
+        return cause.reason
+    dependency = cause.dependency_asset_key.to_user_string()
+    if cause.dependency_partition_key is not None:
+        dependency += f" {cause.dependency_partition_key}"
+    return f"{cause.reason} ({dependency})"
+
+
+def _partitioned_parents_updated(instance: DagsterInstance, asset_graph: Any,
+                                 key: AssetKey) -> Iterator[tuple[AssetKey, str | None]]:
+    """(parent, partition) for each partitioned parent of the unpartitioned ``key`` with a materialization
+    after the one ``key`` last consumed: the cursor is the parent's storage id in ``key``'s data provenance
+    (the parent's latest materialization when ``key`` ran), as Dagster's resolver uses it below the threshold."""
+    from dagster._core.definitions.data_version import DataProvenance
+
+    latest = instance.fetch_materializations(key, limit=1).records
+    if not latest:
+        return
+    record = latest[0]
+    provenance = DataProvenance.from_tags(record.asset_materialization.tags or {})
+    for parent in sorted(asset_graph.get(key).parent_keys):
+        if not asset_graph.get(parent).is_partitioned:
+            continue
+        if provenance is not None and provenance.has_input_asset(parent):
+            after = provenance.input_storage_ids[parent]  # None: the parent had no materialization then
+        else:  # no provenance (e.g. a runless event): the key's own materialization is the reference
+            after = record.storage_id
+        newer = instance.fetch_materializations(AssetRecordsFilter(asset_key=parent, after_storage_id=after),
+                                                limit=1).records
+        if newer:
+            yield parent, newer[0].partition_key
