@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -312,14 +311,11 @@ def _rejection(value: float | None) -> str:
     return "inf" if value is None else f"{value:.1f}"
 
 
-# One row of the ingestion's per-partition table (``per_partition`` metadata): | key | read | selected | efficiency |
-_PER_PARTITION_ROW = r"^\|\s*{key}\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|"
 
 
 def partition_event_counts(instance: DagsterInstance, keys: Iterable[str]) -> dict[str, tuple[int, int]]:
     """(events read, events selected) of each partition of ``keys`` with a materialized hlf_features, from
-    the metadata of its latest materialization. A run over several partitions records the run's totals on
-    every partition's materialization and the per-partition split in its ``per_partition`` table."""
+    the metadata of its latest materialization (the ingestion records each partition's own counts there)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     wanted, metadata, cursor = set(keys), {}, None
@@ -334,11 +330,7 @@ def partition_event_counts(instance: DagsterInstance, keys: Iterable[str]) -> di
         cursor = page.cursor
     counts = {}
     for key, meta in metadata.items():
-        table = meta.get("per_partition")
-        row = table and re.search(_PER_PARTITION_ROW.format(key=re.escape(key)), table.value, re.M)
-        if row:
-            counts[key] = (int(row[1]), int(row[2]))
-        elif "events_read" in meta and "events_selected" in meta:
+        if "events_read" in meta and "events_selected" in meta:
             counts[key] = (meta["events_read"].value, meta["events_selected"].value)
     return counts
 

@@ -155,18 +155,18 @@ def test_rescoring_is_limited_to_the_files_whose_features_changed(stand_in_defs,
 
 
 def test_the_summary_counts_events_per_sample_from_the_materialization_metadata(tmp_path, capsys):
-    from lhc_assets.defs.ingestion.assets import _selection_metadata
+    from lhc_assets.defs.ingestion.metadata import table_metadata
     from lhc_assets.physics.features import SELECTED
     from resources.storage import StorageResource
 
     read = {"qcd/qcd_a": 1000, "qcd/qcd_b": 900, "ttbar/ttbar_a": 800, "wjets/wjets_a": 700}
     selected = {"qcd/qcd_a": 80, "qcd/qcd_b": 70, "ttbar/ttbar_a": 400, "wjets/wjets_a": 350}
 
-    # The ingestion's own selection metadata: a run over several partitions records its totals on each
-    # partition's materialization, with the split in a per-partition table.
+    # The ingestion's own metadata: a run over several partitions records its totals on the output and each
+    # partition's counts on that partition's materialization.
     @asset(name="hlf_features", partitions_def=DynamicPartitionsDefinition(name="delphes_files"))
     def hlf_features(context) -> MaterializeResult:
-        return MaterializeResult(metadata=_selection_metadata(context, {
+        return MaterializeResult(metadata=table_metadata(context, "hlf_features", [], {
             k: {"events_read": read[k], "reasons": {SELECTED: selected[k]}} for k in context.partition_keys}))
 
     storage = StorageResource(root=str(tmp_path / "data"))

@@ -86,6 +86,13 @@ def test_list_of_partitions_in_one_run_and_loading_them_as_one_dataframe(platfor
     assert counts == {s: platform.table("hlf_features", k).num_rows for s, k in zip(generated_files, keys, strict=True)}
     materialized = platform.instance.get_materialized_partitions(AssetKey("llf_features"))
     assert set(keys) <= set(materialized)
+    # Each partition's materialization carries its own counts, not the run's totals.
+    for key, path in zip(keys, generated_files.values(), strict=True):
+        hlf = _metadata(platform, "hlf_features", key)
+        assert hlf["events_read"] == 800 and hlf["events_selected"] == platform.table("hlf_features", key).num_rows
+        raw = _metadata(platform, "raw_events", key)
+        assert raw["events_read"] == 800 and raw["input_file"] == str(platform.root / "incoming" / key.split("/")[0]
+                                                                      / path.name)
 
 
 def test_rematerializing_a_partition_replaces_it_without_duplicates(platform, generated_files):

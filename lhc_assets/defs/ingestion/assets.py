@@ -26,7 +26,7 @@ from dagster import (
 
 from lhc_assets.defs.ingestion.config import IngestionConfig, collection_names
 from lhc_assets.defs.ingestion.inputs import plan_tasks, resolve_inputs, stored_raw_events
-from lhc_assets.defs.ingestion.metadata import fail_partitions, raw_metadata, selection_metadata
+from lhc_assets.defs.ingestion.metadata import fail_partitions, raw_metadata, selection_metadata, table_metadata
 from lhc_assets.defs.ingestion.tables import (
     HLF_FEATURES,
     INGESTION_ASSETS,
@@ -145,7 +145,7 @@ def delphes_ingestion(
             shutil.rmtree(d, ignore_errors=True)
         raise
     for t in tables:
-        metadata = raw_metadata(files, summary) if t == RAW_EVENTS else selection_metadata(context, summary)
+        metadata = table_metadata(context, t, files, summary)
         yield Output(StagedParquet(staging[t], SCHEMAS[t], metadata=metadata), output_name=t)
 
 

@@ -49,25 +49,52 @@ def collections_metadata(files: list[dict]) -> dict:
     return metadata
 
 
-def selection_metadata(context: AssetExecutionContext, summary: dict) -> dict:
-    def selected(s: dict) -> int:
-        return s["reasons"].get(SELECTED, 0)
+def _selected(s: dict) -> int:
+    return s["reasons"].get(SELECTED, 0)
 
-    for key, s in summary.items():
-        if s["events_read"] and not selected(s):
-            context.log.warning(f"{key}: none of its {s['events_read']} events passed the selection (0 rows written)")
+
+def selection_counts(summary: dict) -> dict:
+    """Events read, selected and dropped (by reason) over the partitions of ``summary``."""
     read = sum(s["events_read"] for s in summary.values())
-    n_selected = sum(selected(s) for s in summary.values())
-    metadata = {
+    n_selected = sum(_selected(s) for s in summary.values())
+    return {
         "events_read": read,
         "events_selected": n_selected,
         **{f"dropped_{r}": sum(s["reasons"].get(r, 0) for s in summary.values())
            for r in (DROP_NO_LEPTON, DROP_NOT_ISOLATED)},
         "selection_efficiency": round(n_selected / read, 4) if read else 0.0,
     }
+
+
+def partition_counts(table: str, files: list[dict], summary: dict, key: str) -> dict:
+    """The counts of one partition of a run over several: recorded on that partition's materialization, where
+    they replace the run's totals (Dagster copies an output's metadata to every partition it materializes)."""
+    one = {key: summary.get(key, {"events_read": 0, "rows": {}, "reasons": {}})}
+    if table != "raw_events":
+        return selection_counts(one)
+    paths = [f["path"] for f in files if f["partition_key"] == key and "path" in f]
+    return {"events_read": one[key]["events_read"], **({"input_file": paths[0]} if paths else {})}
+
+
+def selection_metadata(context: AssetExecutionContext, summary: dict) -> dict:
+    selected = _selected
+    for key, s in summary.items():
+        if s["events_read"] and not selected(s):
+            context.log.warning(f"{key}: none of its {s['events_read']} events passed the selection (0 rows written)")
+    metadata = selection_counts(summary)
     if len(summary) > 1:
         lines = ["| partition | read | selected | efficiency |", "|---|---:|---:|---:|"]
         lines += [f"| {k} | {s['events_read']} | {selected(s)} | "
                   f"{(selected(s) / s['events_read'] if s['events_read'] else 0):.3f} |" for k, s in summary.items()]
         metadata["per_partition"] = MetadataValue.md("\n".join(lines))
     return metadata
+
+
+def table_metadata(context: AssetExecutionContext, table: str, files: list[dict], summary: dict) -> dict:
+    """The metadata of one ingestion output (the run's totals, the per-partition table); in a run over several
+    partitions each partition's own counts go on its own materialization."""
+    keys = sorted(context.partition_keys)
+    if len(keys) > 1:
+        for key in keys:
+            context.add_asset_metadata(partition_counts(table, files, summary, key), asset_key=table, partition_key=key)
+    return raw_metadata(files, summary) if table == "raw_events" else selection_metadata(context, summary)
