@@ -16,7 +16,7 @@ import time
 
 from lhc_assets.cli import generate
 from lhc_assets.cli.home import ensure_dagster_home
-from lhc_assets.ml.contract import FAST_SEQUENCE_STEPS
+from lhc_assets.ml.contract import FAST_SEQUENCE_STEPS, KERAS_MODELS
 from lhc_assets.physics.schema import SAMPLES
 from resources.storage import storage_from_env
 
@@ -59,6 +59,7 @@ QUICK_MODELS_RUN_CONFIG = {"ops": {
     "hlf_classifier": {"config": {"epochs": 2}},
     "particle_sequence_classifier": {"config": {"epochs": 1}},
     "inclusive_classifier": {"config": {"epochs": 1}},
+    "image_classifier": {"config": {"epochs": 1, "eta_bins": 32, "phi_bins": 20, "filters": [4, 8]}},
     "random_forest_baseline": {"config": {"num_trees": 10, "max_depth": 5}},
 }}
 
@@ -209,7 +210,8 @@ def materialize_models(run_config: dict) -> bool:
     if _latest_timestamp(instance, "model_evaluation") > data:
         print("models: up to date with the training data")
         return True
-    print("models: hyperparameter search, three Keras classifiers, random forest, Spark scoring, evaluation")
+    print(f"models: hyperparameter search, {len(KERAS_MODELS)} Keras classifiers, random forest, Spark scoring, "
+          "evaluation")
     result = defs.resolve_job_def("models_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config={**QUIET, **run_config})
     _report_failures(result)
