@@ -54,4 +54,5 @@ def prepare_training_data(root: Path, events_per_file: int, files: int, qcd_file
     train_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(paths["train_set"]).glob("*.parquet"))
     return {"feature_events": feature_events, "train_events": train_events,
             "seconds": statistics.median(seconds[1:] or seconds), "run_seconds": seconds,
-            "first_run_seconds": seconds[0], "step_seconds": steps, **paths}
+            "first_run_seconds": seconds[0], "step_seconds": steps, **paths,
+            "feature_scalers_file": str(storage.models / "feature_scalers.json")}

@@ -99,6 +99,6 @@ class KerasModelIOManager(ConfigurableIOManager):
         ref = model_ref(self.storage, context.asset_key.path[-1])
         if context.dagster_type.typing_type is ModelRef:
             return ref
-        import keras
+        from lhc_assets.ml.models import load
 
-        return keras.saving.load_model(ref.path, safe_mode=True)
+        return load(ref.path)

@@ -64,6 +64,7 @@ class KerasModelSpec:
     train_set: str  # asset names of the datasets it trains and validates on
     test_set: str
     description: str = ""  # the architecture, for people (the asset's description)
+    needs_scalers: bool = False  # the builder takes the fitted feature_scalers (scalers=...)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_COLUMNS:
@@ -89,6 +90,10 @@ KERAS_MODELS: Final = {spec.name: spec for spec in (
     KerasModelSpec("inclusive_classifier", "inclusive_classifier", "inclusive", "train_set", "test_set",
                    "GRU branch over the particle lists concatenated with the HLF -> Dense 25 -> 3 softmax "
                    "(12,353 parameters)"),
+    KerasModelSpec("image_classifier", "image_classifier", "inclusive", "train_set", "test_set",
+                   "Event images drawn in the graph from the particle lists and MET (eta x phi x 5 channels: lepton, "
+                   "photons, charged and neutral hadrons, MET; phi rotated to the lepton) -> a compact CNN "
+                   "(periodic in phi) -> 3 softmax", needs_scalers=True),
 )}
 RANDOM_FOREST: Final = "random_forest_baseline"  # Spark ML, on the unscaled HLF of undersampled_dataset
 MODEL_FILE: Final = "model.keras"  # the file a Keras model is saved as, in its version directory

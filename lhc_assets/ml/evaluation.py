@@ -295,7 +295,7 @@ def evaluate_model(
 # ----------------------------------------------------------------------------------------------- plots
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """PNG bytes of a figure, rendered with Agg (thread-safe, no pyplot figure registry to leak into)."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -325,7 +325,7 @@ def plot_roc_comparison(
     ax.set_title(f"ROC: {class_name} vs rest")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_training_curves(history: Mapping[str, Sequence[float]], title: str) -> bytes:
@@ -349,7 +349,7 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], title: str) -> 
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str) -> bytes:
@@ -377,7 +377,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title:
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def compare_models(predictions: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],

@@ -23,11 +23,11 @@ SEQUENCE_CHUNK = 256
 
 def load_model(path: str | Path):
     """A ``.keras`` model loaded in safe mode, once per process and file version (path + mtime)."""
-    import keras
+    from lhc_assets.ml.models import load
 
     key = (str(path), os.stat(path).st_mtime)
     if key not in _MODELS:
-        _MODELS[key] = keras.saving.load_model(path, safe_mode=True)
+        _MODELS[key] = load(path)
     return _MODELS[key]
 
 

@@ -2,13 +2,16 @@
 
 Input layers are named after the dataset columns ("hlf_input", "gru_input") so that the dict batches of
 ``lhc_assets.ml.readers`` feed the inclusive model directly. Which model reads which inputs and datasets is
-registered in ``lhc_assets.ml.contract``. Only built-in layers are used, so that the
-models round-trip through the native ``.keras`` format with ``safe_mode=True``.
+registered in ``lhc_assets.ml.contract``. Only built-in layers and the platform's registered image layers
+(``lhc_assets.ml.images``) are used, so that the models round-trip through the native ``.keras`` format with
+``safe_mode=True`` (load them with ``load``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -132,3 +135,49 @@ def inclusive_classifier(
     output = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=seeds.glorot(), name="output")(x)
     model = keras.Model({HLF_INPUT: hlf, GRU_INPUT: particles}, output, name="inclusive_classifier")
     return _compile(model, learning_rate, jit_compile)
+
+
+def image_classifier(
+    scalers: Mapping[str, Any],
+    eta_bins: int = 64,
+    phi_bins: int = 40,
+    eta_max: float = 3.0,
+    reflect_eta: bool = True,
+    filters: Sequence[int] = (8, 16, 32),
+    dense_units: int = 32,
+    learning_rate: float = 1e-3,
+    jit_compile: bool = False,
+    seed: int | None = None,
+    sequence_steps: int | None = None,
+) -> keras.Model:
+    """EventImage (the particle lists and MET drawn as a (eta, phi, 5) image) -> per block: periodic padding in
+    phi, Conv 3x3 ReLU, MaxPool 2 -> Flatten -> Dense ReLU -> Dropout -> 3 softmax.
+
+    Reads the "inclusive" inputs like ``inclusive_classifier``; ``scalers`` (``FeatureScalers.to_dict()``)
+    are the fitted feature scalers, whose inverse the image layer applies.
+    """
+    from lhc_assets.ml.images import EventImage, ImageGrid, PeriodicPadding2D
+
+    seeds = _Seeds(seed)
+    grid = ImageGrid(eta_bins, phi_bins, eta_max, reflect_eta)
+    hlf = keras.Input(shape=HLF_SHAPE, name=HLF_INPUT)
+    particles = _sequence_input(sequence_steps)
+    x = EventImage.for_scalers(scalers, grid, name="event_image")({HLF_INPUT: hlf, GRU_INPUT: particles})
+    for k, n in enumerate(filters):
+        x = PeriodicPadding2D(1, name=f"periodic_pad_{k}")(x)
+        x = keras.layers.Conv2D(n, 3, activation="relu", kernel_initializer=seeds.glorot(), name=f"conv_{k}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{k}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(dense_units, activation="relu", kernel_initializer=seeds.glorot(), name="dense")(x)
+    x = keras.layers.Dropout(DROPOUT, seed=seeds.next(), name="dropout")(x)
+    output = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=seeds.glorot(), name="output")(x)
+    model = keras.Model({HLF_INPUT: hlf, GRU_INPUT: particles}, output, name="image_classifier")
+    return _compile(model, learning_rate, jit_compile)
+
+
+def load(path: str | Path) -> keras.Model:
+    """A saved classifier in safe mode; the platform's own layers (``lhc_assets.ml.images``) are registered
+    first, so every loader (IO manager, Spark workers, distributed training) reads every model."""
+    import lhc_assets.ml.images  # noqa: F401  (registers EventImage and PeriodicPadding2D)
+
+    return keras.saving.load_model(path, safe_mode=True)

@@ -233,7 +233,9 @@ def train_classifier(spec: Any, train_path: str | Path, test_path: str | Path, s
         report = train_multi_worker(
             str(train_path), spec.inputs, spec.name, workers=settings.workers, epochs=settings.epochs,
             batch_size=settings.batch_size, seed=settings.seed, output_dir=str(scratch), model_kwargs=kwargs)
-        model = keras.saving.load_model(report["model_path"], safe_mode=True)
+        from lhc_assets.ml.models import load
+
+        model = load(report["model_path"])
         seconds = time.perf_counter() - start
         return TrainedClassifier(model, report["history"], rows, seconds,
                                  sum(w["samples"] for w in report["workers"]) / max(seconds, 1e-9),

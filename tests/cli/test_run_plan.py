@@ -134,7 +134,7 @@ def test_a_rerun_with_nothing_new_skips_every_stage_and_new_files_redo_them(stan
         out = _stages(stand_in_defs, instance, capsys)
         assert ("training data: undersampling, scalers and the Petastorm datasets (undersampled_dataset: has a new "
                 "dependency materialization (hlf_features qcd/q1), and 3 more)") in out
-        assert "models: hyperparameter search, three Keras classifiers, random forest, Spark scoring" in out
+        assert "models: hyperparameter search, 4 Keras classifiers, random forest, Spark scoring" in out
         assert "file scores: the Keras classifiers over every selected event of the 4 input files" in out
         assert "up to date" not in out
         assert "up to date" in _stages(stand_in_defs, instance, capsys)

@@ -13,7 +13,7 @@ from dagster import AssetKey
 from tests.defs.conftest import failure_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier")
+KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier", "image_classifier")
 # Small everything: the test checks the plumbing and the artifacts, not the physics performance.
 TINY = {"ops": {
     "hlf_hyperparameter_search": {"config": {"batch_sizes": [32], "epochs": [1], "hidden_units": [[8, 16], [4], [4]],
@@ -23,6 +23,8 @@ TINY = {"ops": {
     # The particle-sequence model reads whole lists bucketed by length (the default), the inclusive one the 128
     # particles nearest the lepton.
     "inclusive_classifier": {"config": {"epochs": 1, "batch_size": 32, "sequence_steps": 128}},
+    "image_classifier": {"config": {"epochs": 1, "batch_size": 32, "eta_bins": 16, "phi_bins": 12,
+                                    "filters": [4, 8], "dense_units": 8}},
     "random_forest_baseline": {"config": {"num_trees": 5, "max_depth": 3}},
 }}
 
@@ -43,6 +45,7 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
     import keras
 
     from lhc_assets.ml.inference import predict_arrays
+    from lhc_assets.ml.models import load
     from lhc_assets.ml.readers import load_arrays
     from resources.io_manager import materialized_path
 
@@ -75,7 +78,7 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
         assert sorted(p.name for p in version.iterdir()) == ["history.json", "model.keras"]
         history = json.loads((version / "history.json").read_text())
         assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
-        model = keras.saving.load_model(version / "model.keras", safe_mode=True)
+        model = load(version / "model.keras")
         expected = predict_arrays(model, x["hlf_input"], x["gru_input"])
         np.testing.assert_allclose(np.stack(scores[name].to_numpy()), expected, atol=1e-5)
         meta = _metadata(platform, name)
@@ -83,6 +86,9 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
         assert meta["training_curves"].startswith("![") and "data:image/png;base64," in meta["training_curves"]
     assert _metadata(platform, "hlf_classifier")["parameters"] == 2013
     assert _metadata(platform, "inclusive_classifier")["parameters"] == 12353
+    # The image classifier shows what it sees: the average image per class, on its configured grid.
+    image_meta = _metadata(platform, "image_classifier")
+    assert image_meta["image_shape"] == [16, 12, 5] and "data:image/png;base64," in image_meta["event_images"]
 
     # Spark ML persistence for the forest.
     forest = next(p for p in (models_root / "random_forest_baseline").iterdir() if p.name.startswith("v-"))

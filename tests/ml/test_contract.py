@@ -30,13 +30,16 @@ def test_sequence_steps_none_or_the_whole_list_mean_the_whole_list():
 
 
 def test_the_registry_names_each_model_its_inputs_and_datasets():
-    assert list(C.KERAS_MODELS) == ["hlf_classifier", "particle_sequence_classifier", "inclusive_classifier"]
+    assert list(C.KERAS_MODELS) == ["hlf_classifier", "particle_sequence_classifier", "inclusive_classifier",
+                                    "image_classifier"]
     hlf = C.keras_model("hlf_classifier")
     assert (hlf.inputs, hlf.train_set, hlf.test_set, hlf.reads_particles) == ("hlf", "hlf_train_set", "hlf_test_set",
                                                                               False)
-    for name in ("particle_sequence_classifier", "inclusive_classifier"):
+    for name in ("particle_sequence_classifier", "inclusive_classifier", "image_classifier"):
         spec = C.keras_model(name)
         assert (spec.train_set, spec.test_set, spec.reads_particles) == ("train_set", "test_set", True)
+    # Only the image classifier draws with the fitted scalers (its images undo the standardisation).
+    assert [n for n, s in C.KERAS_MODELS.items() if s.needs_scalers] == ["image_classifier"]
     with pytest.raises(ValueError, match=r"unknown model 'cnn'; expected one of \['hlf_classifier'"):
         C.keras_model("cnn")
     with pytest.raises(ValueError, match=r"inputs must be one of"):

@@ -14,7 +14,7 @@ from pydantic import Field
 from lhc_assets.defs.metadata import png_markdown
 from lhc_assets.defs.models.search import OWNERS
 from lhc_assets.ml.contract import KERAS_MODELS, KerasModelSpec, keras_model, normalize_sequence_steps
-from lhc_assets.physics.schema import LLF_ROWS
+from lhc_assets.physics.schema import LABEL_NAMES, LLF_ROWS
 from resources.model_io_manager import TrainedModel, model_scratch
 from resources.references import TableRef
 from resources.storage import StorageResource
@@ -31,6 +31,10 @@ class TrainingConfig(Config):
     reader_workers: int = Field(default=1, ge=1, description=(
         "Petastorm reader threads. One keeps the row-group order, and so the training, reproducible; more read "
         "faster but in a nondeterministic order."))
+
+    def particle_rows(self) -> tuple[int | None, int]:
+        """(sequence_steps, bucket_width) of models reading the particle lists: whole lists, unbucketed."""
+        return None, 0
 
 
 class HlfTrainingConfig(TrainingConfig):
@@ -58,20 +62,47 @@ class SequenceTrainingConfig(TrainingConfig):
     def builder_kwargs(self) -> dict:
         return {"jit_compile": self.jit_compile}
 
+    def particle_rows(self) -> tuple[int | None, int]:
+        return self.sequence_steps, self.bucket_width
 
-def _train(context: AssetExecutionContext, name: str, config: HlfTrainingConfig | SequenceTrainingConfig,
-           storage: StorageResource, train: TableRef, test: TableRef) -> TrainedModel:
+
+class ImageTrainingConfig(TrainingConfig):
+    epochs: int = Field(default=6, gt=0, description="Training epochs.")
+    eta_bins: int = Field(default=64, ge=4, description="Image pixels along eta (the study: 150).")
+    phi_bins: int = Field(default=40, ge=4, description="Image pixels around the phi circle (the study: 94).")
+    eta_max: float = Field(default=3.0, gt=0.0, description="Images cover |eta| < eta_max (the study: 5).")
+    reflect_eta: bool = Field(default=True, description="Reflect eta so the lepton's eta is positive.")
+    filters: list[int] = Field(default=[8, 16, 32], description="Convolution filters per block (3x3, then 2x2 pool).")
+    dense_units: int = Field(default=32, gt=0, description="Units of the dense layer after the convolutions.")
+    bucket_width: int = Field(default=100, ge=0, description=(
+        "Group events by particle count into buckets of this many rows and draw each batch from its bucket's "
+        "rows only (0: all 801 rows; the same images, slower)."))
+
+    def builder_kwargs(self) -> dict:
+        return {"eta_bins": self.eta_bins, "phi_bins": self.phi_bins, "eta_max": self.eta_max,
+                "reflect_eta": self.reflect_eta, "filters": tuple(self.filters), "dense_units": self.dense_units}
+
+    def particle_rows(self) -> tuple[int | None, int]:
+        return None, self.bucket_width
+
+
+# Models whose training config is not chosen by what they read.
+_CONFIGS = {"image_classifier": ImageTrainingConfig}
+
+
+def _train(context: AssetExecutionContext, name: str, config: TrainingConfig, storage: StorageResource,
+           train: TableRef, test: TableRef, feature_scalers: dict | None = None) -> TrainedModel:
     """Train the registered model ``name`` with the asset's config; the model and its materialization metadata."""
     from lhc_assets.ml.evaluation import plot_training_curves
     from lhc_assets.ml.training import TrainingSettings, train_classifier
 
     spec = keras_model(name)
-    sequence = config if isinstance(config, SequenceTrainingConfig) else None
+    steps, bucket_width = config.particle_rows()
+    scalers = {"scalers": feature_scalers} if spec.needs_scalers else {}
     settings = TrainingSettings(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
         reader_workers=config.reader_workers, workers=config.workers if config.distribution == "multi_worker" else 1,
-        sequence_steps=sequence.sequence_steps if sequence else None,
-        bucket_width=sequence.bucket_width if sequence else 0, builder_kwargs=config.builder_kwargs())
+        sequence_steps=steps, bucket_width=bucket_width, builder_kwargs={**config.builder_kwargs(), **scalers})
     with model_scratch(storage, name) as scratch:
         trained = train_classifier(spec, train.path, test.path, settings, scratch)
     final = {k: round(float(v[-1]), 4) for k, v in trained.history.items() if v}
@@ -79,6 +110,8 @@ def _train(context: AssetExecutionContext, name: str, config: HlfTrainingConfig 
                      f"final {final}")
     particles = ({"sequence_steps": normalize_sequence_steps(settings.sequence_steps) or LLF_ROWS,
                   "bucket_width": settings.bucket_width} if spec.reads_particles else {})
+    pictures = (_event_images(config, test, feature_scalers) if isinstance(config, ImageTrainingConfig)
+                and feature_scalers is not None else {})
     return TrainedModel(trained.model, trained.history, metadata={
         "parameters": trained.model.count_params(),
         "epochs": config.epochs,
@@ -91,25 +124,40 @@ def _train(context: AssetExecutionContext, name: str, config: HlfTrainingConfig 
         "training_curves": png_markdown(plot_training_curves(trained.history, name), f"{name} training curves"),
         "distribution": config.distribution,
         **particles,
+        **pictures,
         **{k: MetadataValue.json(v) if isinstance(v, dict) else v for k, v in trained.details.items()},
     })
 
 
+def _event_images(config: ImageTrainingConfig, test: TableRef, feature_scalers: dict) -> dict:
+    """What the network sees: the average image of each class on the test set, and one event of each."""
+    from lhc_assets.ml.images import ImageGrid, class_images, plot_class_images
+
+    grid = ImageGrid(config.eta_bins, config.phi_bins, config.eta_max, config.reflect_eta)
+    images, labels = class_images(str(test.path), feature_scalers, grid)
+    png = plot_class_images(images, labels, list(LABEL_NAMES), grid)
+    return {"image_shape": MetadataValue.json(list(grid.shape)),
+            "event_images": png_markdown(png, "average image per class and single events")}
+
+
 def classifier_asset(spec: KerasModelSpec) -> AssetsDefinition:
     """The asset of a registered Keras classifier: its datasets as references in, a versioned .keras out."""
-    config_class = SequenceTrainingConfig if spec.reads_particles else HlfTrainingConfig
+    config_class = _CONFIGS.get(spec.name, SequenceTrainingConfig if spec.reads_particles else HlfTrainingConfig)
+    ins = {"train": AssetIn(spec.train_set, dagster_type=TableRef),
+           "test": AssetIn(spec.test_set, dagster_type=TableRef)}
+    if spec.needs_scalers:
+        ins["feature_scalers"] = AssetIn("feature_scalers")
 
     @asset(
         name=spec.name, group_name="models", kinds={"tensorflow", "keras"}, owners=OWNERS, tags={"stage": "models"},
         io_manager_key="model_io_manager",
-        ins={"train": AssetIn(spec.train_set, dagster_type=TableRef),
-             "test": AssetIn(spec.test_set, dagster_type=TableRef)},
+        ins=ins,
         description=(f"{spec.description}, trained from the Petastorm reader of {spec.train_set} with "
                      f"{spec.test_set} as validation; native .keras file and training history."),
     )
     def classifier(context: AssetExecutionContext, config: config_class, storage: StorageResource, train: TableRef,
-                   test: TableRef) -> TrainedModel:
-        return _train(context, spec.name, config, storage, train, test)
+                   test: TableRef, **scalers: dict) -> TrainedModel:
+        return _train(context, spec.name, config, storage, train, test, scalers.get("feature_scalers"))
 
     return classifier
 
