@@ -56,8 +56,12 @@ def test_the_contract_imports_no_tensorflow_dagster_or_spark():
 
 @pytest.mark.slow  # imports TensorFlow
 def test_every_registered_model_takes_the_columns_of_its_inputs_and_predicts_the_classes():
+    from lhc_assets.ml.preparation import FeatureScalers
+
+    scalers = FeatureScalers(hlf_min=(0.0,) * 14, hlf_max=(1.0,) * 14, llf_mean=(0.0,) * 19, llf_std=(1.0,) * 19,
+                             train_events=1, train_particles=1).to_dict()
     for spec in C.KERAS_MODELS.values():
-        model = spec.build(seed=1)
+        model = spec.build(seed=1, **({"scalers": scalers} if spec.needs_scalers else {}))
         assert model.name == spec.name
         names = sorted(t.name for t in model.inputs)
         assert names == sorted(C.INPUT_COLUMNS[spec.inputs])
