@@ -11,6 +11,7 @@ from lhc_assets.defs.datasets import dataset_asset_checks, dataset_assets, datas
 from lhc_assets.defs.evaluation import evaluation_assets, evaluation_jobs, model_checks
 from lhc_assets.defs.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.defs.models import model_assets, model_jobs
+from lhc_assets.defs.monitoring import monitoring_assets, monitoring_checks, monitoring_jobs
 from lhc_assets.defs.physics.assets import physics_assets
 from lhc_assets.defs.sensors import sensors
 from resources import spark_resource_from_env, storage_from_env
@@ -28,11 +29,12 @@ def build_definitions() -> Definitions:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # code references are beta in 1.13; the UI shows them fine
         assets = with_retrain_conditions(with_source_code_references(
-            [*ingestion_assets, *dataset_assets, *model_assets, *evaluation_assets, *physics_assets]))
+            [*ingestion_assets, *dataset_assets, *model_assets, *evaluation_assets, *physics_assets,
+             *monitoring_assets]))
     return Definitions(
         assets=assets,
-        asset_checks=[*dataset_asset_checks, *model_checks],
-        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs, *evaluation_jobs],
+        asset_checks=[*dataset_asset_checks, *model_checks, *monitoring_checks],
+        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs, *evaluation_jobs, *monitoring_jobs],
         sensors=[*sensors, retrain_on_new_data],
         resources={
             "spark": spark,

@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = materialize_models(models_run_config(args))
     if ok:
         ok = materialize_file_scores()
+    materialize_performance()
 
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
     print_summary(storage)
@@ -232,6 +233,23 @@ def materialize_training_data(defs: Definitions | None = None, instance: Dagster
                                                                       run_config=QUIET)
     _report_failures(result)
     return result.success
+
+
+def materialize_performance(defs: Definitions | None = None, instance: DagsterInstance | None = None) -> bool:
+    """Collect what every stage recorded of its speed into pipeline_performance and print it per stage."""
+    defs, instance = _defs_and_instance(defs, instance)
+    result = defs.resolve_job_def("performance_job").execute_in_process(instance=instance, raise_on_error=False,
+                                                                        run_config=QUIET)
+    _report_failures(result)
+    if not result.success:
+        return False
+    report = defs.load_asset_value("pipeline_performance", instance=instance)
+    print(f"performance per stage (pipeline_performance): {'events/s per core':>18s} {'wall s':>8s}")
+    for stage, s in report["stages"].items():
+        latest = s["latest"]
+        flag = "  slower than its recent runs" if s["slower"] else ""
+        print(f"  {stage:42s} {latest['events_per_s_per_core']:18,.1f} {latest['wall_seconds']:8.1f}{flag}")
+    return True
 
 
 def _report_failures(result) -> None:

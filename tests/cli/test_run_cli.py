@@ -28,8 +28,8 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
     assert (tmp_path / "data" / "models" / "feature_scalers.json").is_file()
     assert "models: hyperparameter search" in out and "FAILED" not in out.replace("CHECK FAILED", "")
     table = dict(re.findall(r"^\s+(hlf_classifier|particle_sequence_classifier|inclusive_classifier|"
-                            r"random_forest_baseline)\s+([\d. ]+)$", out, re.M))
-    assert len(table) == 4 and all(len(v.split()) == 4 for v in table.values()), out
+                            r"image_classifier|random_forest_baseline)\s+([\d. ]+)$", out, re.M))
+    assert len(table) == 5 and all(len(v.split()) == 4 for v in table.values()), out
     assert all(0.0 <= float(x) <= 1.0 for v in table.values() for x in v.split())
     reports = list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
     assert reports and f"model comparison on the test split (model_evaluation: {reports[0]})" in out
@@ -45,3 +45,33 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
     assert f"training data: {train} train / {test} test events" in again.stdout
     assert "models: up to date with the training data" in again.stdout
     assert "file scores: up to date with the models" in again.stdout
+
+
+def test_pipeline_performance_after_make_run_holds_every_stage_as_its_runs_recorded_it(quick_run):
+    import json
+    from pathlib import Path
+
+    from dagster import AssetKey, DagsterInstance
+
+    from lhc_assets.operations.performance import STAGES
+    from lhc_assets.spark import metering as M
+
+    assert "performance per stage (pipeline_performance)" in quick_run.first.stdout
+    with DagsterInstance.from_config(str(quick_run.dagster_home)) as instance:
+        event = instance.get_latest_materialization_event(AssetKey("pipeline_performance"))
+        report = json.loads(Path(event.asset_materialization.metadata["report"].value).read_text())
+        assert [stage for stage, _ in STAGES] == list(report["stages"])  # every stage of the study measured
+        for stage, asset in STAGES:
+            records = instance.fetch_materializations(AssetKey(asset), limit=50).records
+            recorded = next(r.asset_materialization.metadata for r in records
+                            if M.EVENTS in r.asset_materialization.metadata)
+            latest = report["stages"][stage]["latest"]
+            assert latest["events"] == recorded[M.EVENTS].value > 0, stage
+            assert latest["wall_seconds"] == recorded[M.WALL].value > 0, stage
+            assert latest["cpu_seconds"] == recorded[M.CPU].value, stage
+            assert latest["events_per_s_per_core"] == pytest.approx(
+                latest["events"] / latest["wall_seconds"] / latest["cores"], rel=1e-3), stage
+        # The ingestion's events are the events read from the files, partition by partition.
+        read = sum(r.asset_materialization.metadata["events_read"].value
+                   for r in instance.fetch_materializations(AssetKey("raw_events"), limit=50).records)
+        assert report["stages"]["ingestion and features"]["latest"]["events"] == read == 7500

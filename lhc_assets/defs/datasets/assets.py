@@ -39,6 +39,7 @@ from lhc_assets.ml.dataset_writer import (
 from lhc_assets.ml.preparation import FeatureScalers
 from lhc_assets.physics.partition_keys import parse_key
 from lhc_assets.physics.schema import HLF_COLUMNS, LABEL_NAMES, LLF_COLUMNS, SAMPLES
+from lhc_assets.spark.metering import StageMeter
 from resources.io_manager import SparkParquetIOManager, SparkTable, StagedParquet
 from resources.references import TableRef
 from resources.spark import SparkResource
@@ -93,6 +94,7 @@ def undersampled_dataset(
 ) -> SparkTable:
     from lhc_assets.spark.training_data import EmptyClassError, undersample
 
+    meter = StageMeter(spark.get_session().sparkContext.defaultParallelism)
     usable = sorted(set(hlf_features.partition_keys) & set(llf_features.partition_keys))
     missing = sorted({*hlf_features.missing, *llf_features.missing} - set(usable))
     if missing:
@@ -112,7 +114,7 @@ def undersampled_dataset(
     n_min = min(counts.values())
     n_train = round(config.train_fraction * n_min)
     after = {"before": counts, "train": dict.fromkeys(counts, n_train), "test": dict.fromkeys(counts, n_min - n_train)}
-    return SparkTable(selection, metadata={
+    return SparkTable(selection, after_write=lambda _: meter.metadata(sum(counts.values())), metadata={
         "class_counts": counts_table(after),
         "events_per_class": n_min,
         "train_events": n_train * len(counts),
@@ -207,6 +209,7 @@ def training_datasets(
     from lhc_assets.spark.training_data import summarize_selection, write_training_datasets
 
     session, io = spark.get_session(), warehouse_io_manager
+    meter = StageMeter(session.sparkContext.defaultParallelism)
     summary = summarize_selection(undersampled_dataset.read(session))
     partitions = _feature_partitions(llf_features, summary.partition_keys)
     totals = {s: sum(c.values()) for s, c in summary.counts.items()}
@@ -223,7 +226,8 @@ def training_datasets(
         for d in (*out_dirs.values(), *hlf_out_dirs.values()):
             shutil.rmtree(d, ignore_errors=True)
         raise
-    yield Output(scalers.to_dict(), output_name="feature_scalers", metadata={
+    cost = meter.metadata(sum(totals.values()))
+    yield Output(scalers.to_dict(), output_name="feature_scalers", metadata={**cost,
         **_scalers_tables(scalers), "train_events": scalers.train_events, "train_particles": scalers.train_particles})
     for split in SPLITS:
         if written[split] != totals[split]:
@@ -231,7 +235,7 @@ def training_datasets(
         for name, directory, schema, per_event in (
                 (f"{split}_set", out_dirs[split], INCLUSIVE_SCHEMA, BYTES_PER_INCLUSIVE_EVENT),
                 (f"hlf_{split}_set", hlf_out_dirs[split], HLF_SCHEMA, BYTES_PER_HLF_EVENT)):
-            yield Output(StagedParquet(directory, schema), output_name=name, metadata={
+            yield Output(StagedParquet(directory, schema), output_name=name, metadata={**cost,
                 "split": split, "events": written[split], "events_per_file": config.events_per_file,
                 "row_group_events": rows_per_row_group(config.row_group_bytes, per_event)})
 

@@ -6,6 +6,7 @@ from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, MetadataVa
 from lhc_assets.defs.evaluation.scores import CLASS_NAMES, OWNERS, SIGNAL
 from lhc_assets.defs.metadata import png_markdown
 from lhc_assets.ml.contract import KERAS_MODELS, RANDOM_FOREST
+from lhc_assets.spark.metering import StageMeter
 from resources.json_io_manager import Report
 from resources.references import ModelRef
 
@@ -32,6 +33,7 @@ def model_evaluation(context: AssetExecutionContext, event_scores, undersampled_
     from lhc_assets.spark.baseline import forest_test_predictions
     from lhc_assets.spark.inference import collect_probabilities
 
+    meter = StageMeter(event_scores.sparkSession.sparkContext.defaultParallelism)
     predictions = collect_probabilities(event_scores, list(KERAS_MODELS))
     forest = PipelineModel.load(str(random_forest_baseline.path))
     predictions[RANDOM_FOREST] = forest_test_predictions(forest, undersampled_dataset)
@@ -41,6 +43,7 @@ def model_evaluation(context: AssetExecutionContext, event_scores, undersampled_
     return Report(report, figures, metadata={
         "comparison": MetadataValue.md(table),
         "test_events": len(next(iter(predictions.values()))[0]),
+        **meter.metadata(len(next(iter(predictions.values()))[0])),
         **{f"roc_{c}": png_markdown(figures[f"roc_{c}.png"], f"ROC {c}") for c in CLASS_NAMES},
     })
 

@@ -4,12 +4,14 @@
 import shutil
 from typing import Any
 
+import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, ResourceParam, asset
 from pydantic import Field
 
 from lhc_assets.defs.partitions import delphes_files
 from lhc_assets.ml.contract import KERAS_MODELS
 from lhc_assets.physics.schema import LABEL_NAMES
+from lhc_assets.spark.metering import StageMeter
 from resources.io_manager import SparkParquetIOManager, SparkTable, StagedParquet, staged_partition_dir
 from resources.references import ModelRef, TableRef
 from resources.spark import SparkResource
@@ -55,13 +57,15 @@ def _trigger_table(rows: list[dict]) -> str:
 def event_scores(config: EventScoresConfig, test_set, **models: ModelRef) -> SparkTable:
     from lhc_assets.spark.inference import score_events, trigger_summary
 
+    meter = StageMeter(test_set.sparkSession.sparkContext.defaultParallelism)
     paths = {name: str(models[name].path) for name in KERAS_MODELS}
     scored = score_events(test_set, paths)
 
     def summary(written: TableRef) -> dict[str, Any]:
+        cost = meter.metadata(sum(pq.read_metadata(f).num_rows for f in written.files()))
         rows = trigger_summary(written.read(scored.sparkSession), list(KERAS_MODELS), SIGNAL, config.efficiencies)
         return {"trigger_summary": MetadataValue.md(_trigger_table(rows)), "trigger": MetadataValue.json(rows),
-                "models": MetadataValue.json(paths)}
+                "models": MetadataValue.json(paths), **cost}
 
     return SparkTable(scored, after_write=summary)
 
@@ -86,6 +90,8 @@ def file_event_scores(
     from lhc_assets.ml.scoring import FileScoreTask, score_file, scores_schema
     from lhc_assets.spark.tasks import run_tasks
 
+    session = spark.get_session()
+    meter = StageMeter(session.sparkContext.defaultParallelism)
     missing = [f"{key}: partition {key!r} of {ref.asset} has not been materialized"
                for ref in (hlf_features, llf_features) for key in ref.missing]
     if missing:
@@ -96,11 +102,12 @@ def file_event_scores(
                            paths, feature_scalers, str(staged_partition_dir(staging, key) / "part-00000.parquet"))
              for key in sorted(context.partition_keys)]
     try:
-        results = run_tasks(spark.get_session(), score_file, tasks, description=f"scores of {len(tasks)} file(s)")
+        results = run_tasks(session, score_file, tasks, description=f"scores of {len(tasks)} file(s)")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     rows = sum(r["rows"] for r in results)
     context.log.info(f"scored {rows} events of {len(results)} file(s) with {', '.join(KERAS_MODELS)}")
     return StagedParquet(staging, scores_schema(list(KERAS_MODELS)),
-                         metadata={"events_scored": rows, "models": MetadataValue.json(dict(paths))})
+                         metadata={"events_scored": rows, "models": MetadataValue.json(dict(paths)),
+                                   **meter.metadata(rows)})

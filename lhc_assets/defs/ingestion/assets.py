@@ -38,6 +38,7 @@ from lhc_assets.defs.ingestion.tables import (
 from lhc_assets.defs.partitions import INPUT_FILE_TAG, delphes_files
 from lhc_assets.physics.ingest import run_slices, summarize
 from lhc_assets.physics.schema import HLF_COLUMNS, LLF_ROWS
+from lhc_assets.spark.metering import StageMeter
 from resources.io_manager import SparkParquetIOManager, StagedParquet, staged_partition_dir, written_metadata
 from resources.publisher import new_version
 from resources.spark import SparkResource
@@ -124,6 +125,8 @@ def delphes_ingestion(
     context: AssetExecutionContext, config: IngestionConfig, spark: SparkResource, storage: StorageResource,
     warehouse_io_manager: ResourceParam[SparkParquetIOManager],
 ) -> Iterator[Output]:
+    session = spark.get_session()
+    meter = StageMeter(session.sparkContext.defaultParallelism)
     io = warehouse_io_manager
     tables = selected_tables(context.selected_asset_keys)
     keys = sorted(context.partition_keys)
@@ -134,7 +137,7 @@ def delphes_ingestion(
                        else stored_raw_events(keys, io))
     staging = {t: io.new_staging_dir(t) for t in tables}
     try:
-        summary = _run_tasks(spark.get_session(), files, tables, staging, config, problems)
+        summary = _run_tasks(session, files, tables, staging, config, problems)
         if problems:
             good = [k for k in keys if k not in problems]
             if good:
@@ -144,8 +147,9 @@ def delphes_ingestion(
         for d in staging.values():
             shutil.rmtree(d, ignore_errors=True)
         raise
+    cost = meter.metadata(sum(s["events_read"] for s in summary.values()))
     for t in tables:
-        metadata = table_metadata(context, t, files, summary)
+        metadata = {**table_metadata(context, t, files, summary), **cost}
         yield Output(StagedParquet(staging[t], SCHEMAS[t], metadata=metadata), output_name=t)
 
 

@@ -15,6 +15,7 @@ from lhc_assets.defs.metadata import png_markdown
 from lhc_assets.defs.models.search import OWNERS
 from lhc_assets.ml.contract import KERAS_MODELS, KerasModelSpec, keras_model, normalize_sequence_steps
 from lhc_assets.physics.schema import LABEL_NAMES, LLF_ROWS
+from lhc_assets.spark.metering import StageMeter
 from resources.model_io_manager import TrainedModel, model_scratch
 from resources.references import TableRef
 from resources.storage import StorageResource
@@ -96,6 +97,7 @@ def _train(context: AssetExecutionContext, name: str, config: TrainingConfig, st
     from lhc_assets.ml.evaluation import plot_training_curves
     from lhc_assets.ml.training import TrainingSettings, train_classifier
 
+    meter = StageMeter(config.workers if config.distribution == "multi_worker" else None)
     spec = keras_model(name)
     steps, bucket_width = config.particle_rows()
     scalers = {"scalers": feature_scalers} if spec.needs_scalers else {}
@@ -125,6 +127,7 @@ def _train(context: AssetExecutionContext, name: str, config: TrainingConfig, st
         "distribution": config.distribution,
         **particles,
         **pictures,
+        **meter.metadata(trained.train_events * config.epochs),  # its events: the samples trained on
         **{k: MetadataValue.json(v) if isinstance(v, dict) else v for k, v in trained.details.items()},
     })
 

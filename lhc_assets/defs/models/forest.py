@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lhc_assets.defs.metadata import markdown_table
 from lhc_assets.defs.models.search import OWNERS
+from lhc_assets.spark.metering import StageMeter
 from resources.model_io_manager import TrainedSparkModel
 
 
@@ -31,13 +32,15 @@ def random_forest_baseline(config: RandomForestConfig, undersampled_dataset) -> 
 
     from lhc_assets.spark.baseline import feature_importances, train_random_forest
 
+    meter = StageMeter(undersampled_dataset.sparkSession.sparkContext.defaultParallelism)
     start = time.perf_counter()
-    model = train_random_forest(undersampled_dataset.where(F.col("split") == "train"), config.num_trees,
-                                config.max_depth, config.seed)
+    train = undersampled_dataset.where(F.col("split") == "train")
+    model = train_random_forest(train, config.num_trees, config.max_depth, config.seed)
     importances = sorted(feature_importances(model).items(), key=lambda kv: -kv[1])
     return TrainedSparkModel(model, metadata={
         "num_trees": config.num_trees,
         "max_depth": config.max_depth,
         "training_seconds": round(time.perf_counter() - start, 1),
         "feature_importances": markdown_table(["HLF", "importance"], [[k, f"{v:.4f}"] for k, v in importances]),
+        **meter.metadata(train.count()),
     })

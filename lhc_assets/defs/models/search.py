@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lhc_assets.defs.metadata import markdown_table
 from lhc_assets.ml.hyperparameters import DEFAULT_BATCH_SIZES, DEFAULT_EPOCHS, DEFAULT_HIDDEN
+from lhc_assets.spark.metering import StageMeter
 from resources.model_io_manager import model_scratch
 from resources.references import TableRef
 from resources.spark import SparkResource
@@ -66,6 +67,7 @@ def hlf_hyperparameter_search(
     from lhc_assets.ml.readers import load_arrays
     from lhc_assets.spark.tasks import run_tasks
 
+    meter = StageMeter(spark.get_session().sparkContext.defaultParallelism)
     trials = grid(config.batch_sizes, config.epochs, config.hidden_units)
     x, y = load_arrays(hlf_train_set.path, "hlf")
     rows = sample_indices(y, config.sample_fraction, config.seed)
@@ -83,6 +85,8 @@ def hlf_hyperparameter_search(
                    for r in chunk]
         seconds = time.perf_counter() - start
     best, ranked = best_trial(results), sorted(results, key=lambda r: -r["mean_val_accuracy"])
-    context.add_output_metadata(_search_metadata(best, ranked, len(units), len(rows), config.folds, seconds))
+    # Its events: each trial cross-validates the whole sample.
+    context.add_output_metadata({**_search_metadata(best, ranked, len(units), len(rows), config.folds, seconds),
+                                 **meter.metadata(len(rows) * len(trials))})
     return {"best": best, "trials": ranked, "sample_events": len(rows),
             "sample_fraction": config.sample_fraction, "folds": config.folds, "seed": config.seed}
