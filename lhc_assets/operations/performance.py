@@ -47,6 +47,8 @@ class StageRun:
     events_per_s_per_core: float
     driver_peak_rss_mb: float
     workers_peak_rss_mb: float
+    bytes_read: int = 0
+    bytes_written: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +77,8 @@ def stage_runs(instance: DagsterInstance, stage: str, asset: str, limit: int) ->
                 cpu_seconds=float(_value(metadata, M.CPU)), cores=int(_value(metadata, M.CORES, 1)),
                 events_per_s_per_core=float(_value(metadata, M.PER_CORE)),
                 driver_peak_rss_mb=float(_value(metadata, M.DRIVER_PEAK)),
-                workers_peak_rss_mb=float(_value(metadata, M.WORKERS_PEAK)))
+                workers_peak_rss_mb=float(_value(metadata, M.WORKERS_PEAK)),
+                bytes_read=int(_value(metadata, M.BYTES_READ)), bytes_written=int(_value(metadata, M.BYTES_WRITTEN)))
             if len(runs) == limit:
                 break
         if not page.has_more:
@@ -118,13 +121,14 @@ def report(runs_by_stage: dict[str, list[StageRun]], max_drop: float, baseline_r
 def table(data: dict[str, Any]) -> str:
     """Markdown: one row per stage, its latest run."""
     lines = ["| stage | events | wall s | CPU s | cores | events/s per core | vs recent median | driver / workers "
-             "peak MB |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "peak MB | MB read / written |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for stage, s in data["stages"].items():
         r, compared = s["latest"], s["regression"]
         versus = "-" if not compared or compared["ratio"] is None else f"{compared['ratio']:.2f}x"
         lines.append(f"| {stage} | {r['events']:,} | {r['wall_seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['cores']} "
                      f"| {r['events_per_s_per_core']:,.1f} | {versus}{' (slower)' if s['slower'] else ''} | "
-                     f"{r['driver_peak_rss_mb']:.0f} / {r['workers_peak_rss_mb']:.0f} |")
+                     f"{r['driver_peak_rss_mb']:.0f} / {r['workers_peak_rss_mb']:.0f} | "
+                     f"{r['bytes_read'] / 1e6:,.1f} / {r['bytes_written'] / 1e6:,.1f} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 A run is one process (the driver) with its Spark JVM and Spark's Python workers below it (and, for
 multi-worker training, TensorFlow worker processes). ``StageMeter`` snapshots the CPU time of every process
 in that tree when the stage starts and again when it reports, so the CPU seconds count the work of the
-executors too (in local mode they are threads of the JVM and its Python worker processes). Peak memory is
+executors too (in local mode they are threads of the JVM and its Python worker processes); the same for the
+bytes read from and written to storage (what reached the disk layer: page-cache hits are not reads). Peak memory is
 each process's high-water mark (``VmHWM``), which for the driver and a long-lived JVM covers the run so far,
 not only this stage.
 
@@ -27,6 +28,8 @@ CORES = "stage_cores"
 PER_CORE = "stage_events_per_s_per_core"
 DRIVER_PEAK = "stage_driver_peak_rss_mb"
 WORKERS_PEAK = "stage_workers_peak_rss_mb"
+BYTES_READ = "stage_bytes_read"
+BYTES_WRITTEN = "stage_bytes_written"
 
 
 def available_cores() -> int:
@@ -45,6 +48,15 @@ def _tree() -> list[psutil.Process]:
 def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _io(process: psutil.Process) -> tuple[int, int]:
+    """Bytes the process made the storage layer read and write (Linux: not page-cache hits, not sockets)."""
+    try:
+        counters = process.io_counters()
+    except (AttributeError, psutil.AccessDenied):  # not available on this platform
+        return 0, 0
+    return counters.read_bytes, counters.write_bytes
 
 
 def _peak_rss_mb(process: psutil.Process) -> float:
@@ -70,9 +82,11 @@ class StageMeter:
         self.cores = max(1, cores or available_cores())
         self._start = time.perf_counter()
         self._cpu: dict[int, float] = {}
+        self._io: dict[int, tuple[int, int]] = {}
         for process in _tree():
             try:
                 self._cpu[process.pid] = _cpu(process)
+                self._io[process.pid] = _io(process)
             except psutil.Error:
                 continue
 
@@ -86,9 +100,23 @@ class StageMeter:
                 continue
         return total
 
+    def io_bytes(self) -> tuple[int, int]:
+        """Bytes read from and written to storage by the process tree since the start."""
+        read = written = 0
+        for process in _tree():
+            try:
+                now = _io(process)
+            except psutil.Error:
+                continue
+            before = self._io.get(process.pid, (0, 0))
+            read += max(0, now[0] - before[0])
+            written += max(0, now[1] - before[1])
+        return read, written
+
     def metadata(self, events: int) -> dict[str, Any]:
         """The stage's cost for ``events`` events (or training samples) processed."""
         wall = max(time.perf_counter() - self._start, 1e-9)
+        read, written = self.io_bytes()
         tree = _tree()
         workers = []
         for process in tree[1:]:
@@ -104,4 +132,6 @@ class StageMeter:
             PER_CORE: round(events / wall / self.cores, 3),
             DRIVER_PEAK: round(_peak_rss_mb(tree[0]), 1),
             WORKERS_PEAK: round(max(workers, default=0.0), 1),
+            BYTES_READ: read,
+            BYTES_WRITTEN: written,
         }

@@ -75,3 +75,5 @@ def test_pipeline_performance_after_make_run_holds_every_stage_as_its_runs_recor
         read = sum(r.asset_materialization.metadata["events_read"].value
                    for r in instance.fetch_materializations(AssetKey("raw_events"), limit=50).records)
         assert report["stages"]["ingestion and features"]["latest"]["events"] == read == 7500
+        # It wrote three tables to disk; its process tree's storage writes say so.
+        assert report["stages"]["ingestion and features"]["latest"]["bytes_written"] > 0

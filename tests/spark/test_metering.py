@@ -37,3 +37,20 @@ def test_work_done_before_the_stage_is_not_counted():
     meter = M.StageMeter()
     assert meter.cpu_seconds() < 0.2
     assert meter.cores == M.available_cores() >= 1
+
+
+def test_bytes_a_child_process_writes_to_storage_are_counted(tmp_path):
+    meter = M.StageMeter()
+    target = tmp_path / "out.bin"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        f"f = open({str(target)!r}, 'wb'); f.write(os.urandom(4 << 20)); f.flush(); os.fsync(f.fileno()); f.close()\n"
+        "sys.stdout.write('done\\n'); sys.stdout.flush(); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"
+        figures = meter.metadata(events=1)
+    finally:
+        child.kill()
+        child.wait()
+    assert figures[M.BYTES_WRITTEN] >= 4 << 20
+    assert figures[M.BYTES_READ] >= 0
