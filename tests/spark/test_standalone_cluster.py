@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
-import pyspark
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+from lhc_assets.spark.standalone import ClusterStartError, StandaloneCluster
 
-SPARK_HOME = Path(pyspark.__file__).parent
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 MATERIALIZE = """
 import sys
@@ -35,28 +32,34 @@ with DagsterInstance.ephemeral() as instance:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _daemons(where: Path) -> list[int]:
+    """Pids of live processes of the cluster working in ``where``: its daemons, executors and their Python
+    workers all inherit the SPARK_WORKER_DIR it sets."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("SPARK_WORKER_DIR") == str(where / "work"):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"port {port} not open after {timeout}s:\n{log.read_text()[-3000:]}")
+def test_cluster_stops_every_process_when_its_block_fails(tmp_path):
+    with pytest.raises(RuntimeError, match="the stage failed"), \
+            StandaloneCluster(workers=2, cores_per_worker=1, work_dir=tmp_path, memory_per_worker="1g") as cluster:
+        assert len(cluster.alive()) == 3 and cluster.master_url.startswith("spark://127.0.0.1:")
+        assert len(_daemons(tmp_path)) >= 3
+        raise RuntimeError("the stage failed")
+    assert not cluster.alive() and not _daemons(tmp_path)
 
 
-def _spark_class(args: list[str], log: Path, env: dict) -> subprocess.Popen:
-    with open(log, "w") as fh:
-        return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+def test_cluster_that_cannot_start_stops_what_it_started(tmp_path):
+    # A worker with no memory to offer exits at once: the master must not be left behind.
+    cluster = StandaloneCluster(workers=1, cores_per_worker=1, work_dir=tmp_path, memory_per_worker="0m")
+    with pytest.raises(ClusterStartError, match=r"worker-0\.log"):
+        cluster.start()
+    assert len(cluster.processes) == 2 and not cluster.alive() and not _daemons(tmp_path)
 
 
 def _materialize(root: Path, key: str, master: str, extra_conf: str, log: Path) -> None:
@@ -88,35 +91,12 @@ def test_cluster_output_equals_local_output(tmp_path, generated_files):
         shutil.copyfile(generated_files["ttbar"], root / "incoming" / "ttbar" / generated_files["ttbar"].name)
         roots[mode] = root
 
-    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_WORKER_DIR": str(tmp_path / "work"), "PYSPARK_PYTHON": sys.executable}
-    port, ui, wui = _free_port(), _free_port(), _free_port()
-    master = _spark_class(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                           "--webui-port", str(ui)], tmp_path / "master.log", env)
-    worker = None
-    try:
-        _wait_port(port, master, tmp_path / "master.log")
-        worker = _spark_class(["org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host",
-                               "127.0.0.1", "--cores", "2", "--memory", "3g", "--webui-port", str(wui),
-                               "--work-dir", str(tmp_path / "work")], tmp_path / "worker.log", env)
-        deadline = time.monotonic() + 90
-        while "Successfully registered with master" not in (tmp_path / "worker.log").read_text():
-            assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.5)
-
-        conf = "spark.driver.host=127.0.0.1;spark.driver.bindAddress=127.0.0.1;spark.executor.memory=2g"
-        _materialize(roots["cluster"], key, f"spark://127.0.0.1:{port}", conf, tmp_path / "cluster-run.log")
+    with StandaloneCluster(workers=1, cores_per_worker=2, work_dir=tmp_path / "cluster") as cluster:
+        _materialize(roots["cluster"], key, cluster.master_url, cluster.client_conf(executor_memory="2g"),
+                     tmp_path / "cluster-run.log")
         # The work really ran in the worker's executor, not in the driver.
-        assert list((tmp_path / "work").glob("app-*/*/stderr"))
-    finally:
-        for proc in (worker, master):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-    assert master.poll() is not None and (worker is None or worker.poll() is not None)
+        assert list((tmp_path / "cluster" / "work").glob("app-*/*/stderr"))
+    assert not cluster.alive() and not _daemons(tmp_path / "cluster")
 
     _materialize(roots["local"], key, "local[2]", "", tmp_path / "local-run.log")
     local, cluster = _tables(roots["local"], key), _tables(roots["cluster"], key)
