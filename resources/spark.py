@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 MASTER_ENV = "LHC_SPARK_MASTER"
+LOG4J_CONFIG = Path(__file__).resolve().parents[1] / "lhc_assets" / "spark" / "log4j2.properties"
 DRIVER_MEMORY_ENV = "LHC_SPARK_DRIVER_MEMORY"
 CONF_ENV = "LHC_SPARK_CONF"
 
@@ -71,6 +73,8 @@ class SparkResource(ConfigurableResource):
             # Small default suited to one machine; clusters override through conf.
             "spark.sql.shuffle.partitions": str(max(2, 2 * (os.cpu_count() or 1))),
         }
+        # The driver's log4j configuration: warnings and errors, not Spark's start-up notices.
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
         if self.master.startswith("local"):
             # Embedded mode talks only to itself: never depend on the host name resolving.
             conf["spark.driver.bindAddress"] = "127.0.0.1"
@@ -85,6 +89,10 @@ class SparkResource(ConfigurableResource):
         conf = self.spark_conf()
         os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", conf["spark.pyspark.driver.python"])
+        if conf["spark.master"].startswith("local"):
+            # Embedded mode binds to 127.0.0.1 anyway; without this the JVM warns that the host name resolves to
+            # a loopback address before it reads the configuration.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder
         for key, value in conf.items():
             builder = builder.config(key, value)

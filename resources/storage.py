@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from lhc_assets.physics.schema import SAMPLES
@@ -29,6 +29,15 @@ class StorageResource(ConfigurableResource):
     """The on-disk layout under one data root."""
 
     root: str = Field(default=DEFAULT_DATA_ROOT, description="Data root directory (absolute or relative to cwd).")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Every run that touches the data records which process executes it, so that a run whose process dies is
+        # noticed (resources/process.py). Resources start in the run's own process (in-process executor).
+        run = context.dagster_run
+        if context.instance is not None and run is not None and context.instance.get_run_by_id(run.run_id):
+            from resources.process import process_tags
+
+            context.instance.add_run_tags(run.run_id, process_tags())
 
     @property
     def root_path(self) -> Path:

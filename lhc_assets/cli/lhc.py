@@ -7,7 +7,14 @@
         [--missing]       only partitions not materialized yet
         [--in-process]    run here instead of in the daemon (no `make ui` / dagster-daemon needed)
         [--no-wait]       submit and return; follow the backfill in the UI
+        [--verbose]       with --in-process: Dagster's events and stack traces on the console too
     lhc failures [--all] [--json]         failed partitions not materialized since (--all: every failure)
+    lhc gc [--keep N]                     remove staging left by dead runs and versions older than the
+                                          N previous ones (default LHC_KEEP_VERSIONS, 1); report the space
+
+Failures are read from the Dagster instance's runs and events, whichever way the runs were executed. A run
+that this machine executed in-process (``lhc backfill --in-process``, ``make run``) and whose process died is
+marked failed the next time ``lhc backfill`` or ``lhc failures`` runs.
 
 A backfill is submitted to the instance as an asset backfill of raw_events, hlf_features and llf_features and
 executed by the daemon (one run per contiguous range of partitions, i.e. one Spark job over many files), then
@@ -42,10 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--in-process", action="store_true", help="execute here rather than in the Dagster daemon")
     b.add_argument("--no-wait", action="store_true", help="submit to the daemon and return")
     b.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds")
+    b.add_argument("--verbose", action="store_true", help="with --in-process: Dagster's events on the console")
 
     f = sub.add_parser("failures", help="list failed partitions")
     f.add_argument("--all", action="store_true", help="every recorded failure, also those materialized since")
     f.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    g = sub.add_parser("gc", help="remove staging of dead runs and old versions under the data root")
+    g.add_argument("--keep", type=int, default=None, help="previous versions kept per table/model/report "
+                   "(default: LHC_KEEP_VERSIONS, else 1)")
     return p
 
 
@@ -62,6 +74,15 @@ def _storage():
     from resources.storage import storage_from_env
 
     return storage_from_env()
+
+
+def _fail_dead_runs(instance) -> None:
+    from lhc_assets.operations import failures
+    from resources.process import PID_TAG
+
+    for run in failures.fail_dead_runs(instance):
+        print(f"run {run.run_id[:8]} ({run.job_name}) was left started by a process that died "
+              f"(pid {run.tags[PID_TAG]}): marked failed", file=sys.stderr)
 
 
 def _ui_url() -> str:
@@ -88,8 +109,8 @@ def _select(args, instance, storage) -> list[str] | None:
             return None
         wanted = set(args.partitions)
     else:
-        recorded = failures.read(failures.ledger_path(storage.reports))
-        wanted = {r.partition for r in failures.outstanding(instance, recorded)} & set(ordered)
+        wanted = {r.partition for r in failures.outstanding(instance, failures.recorded_failures(instance))}
+        wanted &= set(ordered)
     if args.missing:
         wanted -= backfill.materialized_partitions(instance)
     return [k for k in ordered if k in wanted]
@@ -99,6 +120,7 @@ def cmd_backfill(args) -> int:
     from lhc_assets.operations import backfill
 
     instance, storage = _instance(), _storage()
+    _fail_dead_runs(instance)
     keys = _select(args, instance, storage)
     if keys is None:
         return 2
@@ -106,7 +128,7 @@ def cmd_backfill(args) -> int:
         print("nothing to backfill")
         return 0
     if args.in_process:
-        progress = backfill.materialize_in_process(instance, keys, print)
+        progress = backfill.materialize_in_process(instance, keys, print, verbose=args.verbose)
         return _summary(progress, backfill_id=None)
 
     age = backfill.daemon_heartbeat_age(instance)
@@ -146,8 +168,9 @@ def _summary(progress, backfill_id: str | None) -> int:
 def cmd_failures(args) -> int:
     from lhc_assets.operations import failures
 
-    instance, storage = _instance(), _storage()
-    recorded = failures.read(failures.ledger_path(storage.reports))
+    instance = _instance()
+    _fail_dead_runs(instance)
+    recorded = failures.recorded_failures(instance)
     rows = recorded if args.all else failures.outstanding(instance, recorded)
     if args.json:
         for r in rows:
@@ -166,9 +189,34 @@ def cmd_failures(args) -> int:
     return 0
 
 
+def cmd_gc(args) -> int:
+    from resources.publisher import collect_garbage
+
+    storage = _storage()
+    try:
+        reclaimed = collect_garbage(storage.root_path, args.keep)
+    except ValueError as exc:  # a malformed LHC_KEEP_VERSIONS
+        print(f"lhc gc: {exc}", file=sys.stderr)
+        return 2
+    for base, (staging, versions) in sorted(reclaimed.items()):
+        where = base.relative_to(storage.root_path)
+        print(f"{where}: {_size(staging)} of dead staging, {_size(versions)} of old versions")
+    total = sum(a + b for a, b in reclaimed.values())
+    print(f"reclaimed {_size(total)} under {storage.root_path}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"backfill": cmd_backfill, "failures": cmd_failures}[args.command](args)
+    return {"backfill": cmd_backfill, "failures": cmd_failures, "gc": cmd_gc}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ DEFAULT_SEED = 42
 PYTHIA_FILES_PER_SAMPLE = 3
 PYTHIA_QCD_FILE_FACTOR = 5
 PYTHIA_EVENTS_PER_FILE = 2000
-# The console shows warnings and failures; every event stays in the Dagster instance (and the UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The console shows this command's own lines (each stage, one line per failure naming the file or step); every
+# Dagster event, stack traces included, stays in the instance (the UI shows it). `--verbose` prints them too.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # `make run` uses a small search grid, and a learning rate of 3e-3 for the GRU and image models: with DESIGN.md's 1e-3
 # their six epochs over this small sample (about 340 steps) leave them well short of the HLF classifier
 # (docs/performance.md). The inclusive classifier reads the 128 particles nearest the lepton: 3.7x faster
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", choices=("fast", "design"), default="fast",
                    help="fast: make run's settings; design: DESIGN.md's (slower, for results)")
     p.add_argument("--quick", action="store_true", help="tiny model settings (smoke test of the whole graph)")
+    p.add_argument("--verbose", action="store_true", help="Dagster's events and stack traces on the console too")
     return p
 
 
@@ -117,6 +119,9 @@ def models_run_config(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        global QUIET
+        QUIET = {}  # read by every stage below
     if args.source not in generate.ENGINES:  # a default from LHC_SOURCE is not checked by argparse
         parser.error(f"unknown source {args.source!r} (LHC_SOURCE); choose from {', '.join(generate.ENGINES)}")
     for name in ("files_per_sample", "events_per_file"):
@@ -172,7 +177,7 @@ def materialize_ingestion(storage) -> bool:
     if not missing:
         print(f"ingestion: all {len(keys)} partitions already materialized")
         return True
-    progress = backfill.materialize_in_process(instance, sorted(missing), print, run_config=QUIET)
+    progress = backfill.materialize_in_process(instance, sorted(missing), print, verbose=not QUIET)
     return not progress.pending and not progress.counts()[backfill.FAILED]
 
 

@@ -26,6 +26,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunSta
 from lhc_assets.defs.ingestion.tables import INGESTION_ASSETS
 from lhc_assets.operations import failures
 from lhc_assets.operations.dagster_internals import add_asset_backfill, backfill_finished
+from resources.process import process_tags
 from resources.storage import StorageResource
 
 PARTITIONS_DEF_NAME = failures.PARTITIONS_DEF_NAME  # re-exported for the CLI
@@ -36,6 +37,8 @@ TERMINAL_RUN_STATUSES = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, Dag
 
 MATERIALIZED = "materialized"
 FAILED = "failed"
+# In-process runs: Dagster's events (DEBUG, stack traces) go to the instance (the UI shows them), not the console.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def register_input_files(instance: DagsterInstance, storage: StorageResource) -> list[str]:
@@ -142,11 +145,20 @@ class Progress:
         return newly
 
 
-def _step_failures(instance: DagsterInstance, run_id: str) -> list:
-    from dagster import DagsterEventType
+@dataclass
+class Announcer:
+    """Reports each partition of a backfill once, as ``[i/N] materialized KEY`` or ``[i/N] failed KEY: problem``."""
 
-    records = instance.get_records_for_run(run_id=run_id, of_type=DagsterEventType.STEP_FAILURE).records
-    return [r.event_log_entry.dagster_event for r in records]
+    progress: Progress
+    report: Callable[[str], None]
+    announced: list[str] = field(default_factory=list)
+
+    def __call__(self, key: str) -> None:
+        self.announced.append(key)
+        status, problem = self.progress.state[key]
+        width = len(str(len(self.progress.keys)))
+        line = f"[{len(self.announced):>{width}}/{len(self.progress.keys)}] {status:<12} {key}"
+        self.report(line + (f": {' '.join(problem.split())}" if problem else ""))
 
 
 def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], since: float,
@@ -156,15 +168,8 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
     reporting each partition once as it is materialized or fails."""
     progress = Progress(keys=list(keys), assets=tuple(assets), since=since)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    width = len(str(len(progress.keys)))
     last_note = time.monotonic()
-    announced = []
-
-    def announce(key: str) -> None:
-        announced.append(key)
-        status, problem = progress.state[key]
-        line = f"[{len(announced):>{width}}/{len(progress.keys)}] {status:<12} {key}"
-        report(line + (f": {' '.join(problem.split())}" if problem else ""))
+    announce = Announcer(progress, report)
 
     while True:
         backfill = instance.get_backfill(backfill_id)
@@ -174,7 +179,7 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
         for run in runs:
             # A failed run's step failures are read once.
             if run.status == DagsterRunStatus.FAILURE and not progress.seen_run(run.run_id):
-                for key in progress.record_failed_run(instance, run, _step_failures(instance, run.run_id)):
+                for key in progress.record_failed_run(instance, run, failures.step_failures(instance, run.run_id)):
                     announce(key)
         runs_done = all(r.status in TERMINAL_RUN_STATUSES for r in runs)
         if backfill is not None and backfill_finished(backfill) and runs_done:
@@ -199,27 +204,35 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
 
 
 def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], report: Callable[[str], None],
-                           run_config: dict | None = None, defs: Definitions | None = None) -> Progress:
-    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions.
+                           run_config: dict | None = None, defs: Definitions | None = None,
+                           verbose: bool = False) -> Progress:
+    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions, reporting
+    each partition as it is materialized or fails (one line each). Dagster's own events reach the console only
+    with ``verbose``; they are always in the instance. The runs carry this process's identity
+    (``failures.process_tags``), so a later ``lhc`` marks them failed if this process dies mid-run.
 
     ``defs`` defaults to the code location as loaded from the environment (its data root)."""
     if defs is None:
         from lhc_assets.definitions import defs
 
     progress = Progress(keys=list(keys), assets=INGESTION_ASSETS, since=time.time())
+    announce = Announcer(progress, report)
+    config = dict(run_config or {})
+    if not verbose:
+        config.update(QUIET_CONSOLE)
     job = defs.resolve_job_def("ingestion_job")
     ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
     for first, last in contiguous_ranges(ordered, set(keys)):
-        report(f"ingestion: materializing partitions {first} ... {last}")
+        span = ordered.index(last) - ordered.index(first) + 1
+        report(f"ingestion: {span} partition(s), {first} ... {last}" if span > 1 else f"ingestion: {first}")
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config,
-            tags={failures.RANGE_START_TAG: first, failures.RANGE_END_TAG: last},
+            instance=instance, raise_on_error=False, run_config=config,
+            tags={failures.RANGE_START_TAG: first, failures.RANGE_END_TAG: last, **process_tags()},
         )
-        progress.poll_materializations(instance)
+        for key in progress.poll_materializations(instance):
+            announce(key)
         if not result.success:
             run = instance.get_run_by_id(result.run_id)
-            progress.record_failed_run(instance, run, [e for e in result.all_events if e.is_step_failure])
-    for key in progress.keys:
-        if key in progress.state and progress.state[key][0] == FAILED:
-            report(f"  FAILED {key}: {progress.state[key][1]}")
+            for key in progress.record_failed_run(instance, run, [e for e in result.all_events if e.is_step_failure]):
+                announce(key)
     return progress

@@ -12,6 +12,10 @@ fails when another version is installed, so an upgrade re-checks these calls bef
   unpartitioned asset over the per-file feature tables would never turn stale once 100 files are registered;
   ``stale_statuses`` adds that edge from the event log, with the cursor Dagster records in the child's
   provenance.
+* Noticing runs whose process died: Dagster's run monitoring asks the run launcher about the run's worker, and
+  the ``DefaultRunLauncher`` cannot answer, so a SIGKILLed run would stay STARTED forever. ``LocalRunLauncher``
+  (named in dagster.yaml) answers from the process identity every run records in its tags
+  (``resources.process``); the health-check result types are internal.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRun, DefaultRunLauncher
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+from resources.process import PID_TAG, process_gone
 
 PINNED_DAGSTER = "1.13.27"
 
@@ -129,3 +136,26 @@ def _partitioned_parents_updated(instance: DagsterInstance, asset_graph: Any,
                                                 limit=1).records
         if newer:
             yield parent, newer[0].partition_key
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """Dagster's default launcher (runs in processes of the code server), plus a health check for run monitoring:
+    a run whose process is gone is reported FAILED, so the daemon marks it failed within ``poll_interval_seconds``.
+    A run not yet tagged, or executed on another host, counts as running (run monitoring's timeouts still apply).
+
+    In dagster.yaml::
+
+        run_launcher:
+          module: lhc_assets.operations.dagster_internals
+          class: LocalRunLauncher
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if process_gone(run.tags):
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"the process that ran it (pid {run.tags[PID_TAG]}) "
+                                        "has ended without finishing the run (killed, out of memory or a restart)")
+        return CheckRunHealthResult(WorkerStatus.RUNNING)

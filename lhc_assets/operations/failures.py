@@ -1,32 +1,49 @@
-"""Failed partitions: which partitions a failed run did not materialize, and why; the ledger that keeps them.
+"""Failed partitions: which partitions a failed run did not materialize, and why — read from the instance.
 
 A run over several files fails as a whole when one file is bad, but the ingestion multi-asset publishes the
 good partitions and names the bad ones in its step failure's ``failed_partitions`` metadata ({key: problem}).
-For any other failure every partition the run targeted counts as failed, with the step's error message.
+For any other failure every partition the run targeted counts as failed, with the step's error message (or the
+run's, when it died before a step failed).
 
-The ``record_failed_partitions`` sensor appends one JSON line per failed partition to
-``<data root>/reports/failed_partitions.jsonl``; ``lhc failures`` lists the partitions whose latest failure
-has not been followed by a materialization of every asset the failed run planned for it.
+``recorded_failures`` derives the list from the instance's own run and event records, so every way of running
+the ingestion (the daemon, ``lhc backfill --in-process``, ``make run``, ``dagster job execute``, a test) is
+covered by the same code; ``lhc failures`` lists the partitions whose latest failure has not been followed by a
+materialization of every asset the failed run planned for it.
+
+Every run carries the host, pid and start time of the process executing it in its tags
+(``resources.process``): if that process is gone while the run is still marked started (SIGKILL, out of memory,
+a restart), ``fail_dead_runs`` marks it failed (``lhc`` calls it); in the daemon, Dagster's run monitoring does
+the same through ``dagster_internals.LocalRunLauncher``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from dagster import AssetKey, DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun
+from dagster import (
+    AssetKey,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRecord,
+    RunsFilter,
+)
 
 # Every partitioned asset of the platform is partitioned by input file.
 from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
+from resources.process import HOST_TAG, PID_TAG, process_gone
 
 FAILED_PARTITIONS_METADATA = "failed_partitions"
-LEDGER_NAME = "failed_partitions.jsonl"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+GENERIC_RUN_FAILURE = "marked as failed from outside the execution context"
+NOT_FINISHED = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 
 
 @dataclass(frozen=True)
@@ -40,12 +57,6 @@ class FailedPartition:
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "assets": list(self.assets)}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, line: str) -> FailedPartition:
-        d = json.loads(line)
-        return cls(partition=d["partition"], problem=d["problem"], run_id=d["run_id"], job=d["job"],
-                   assets=tuple(d["assets"]), failed_at=float(d["failed_at"]))
 
 
 def run_partitions(instance: DagsterInstance, run: DagsterRun) -> list[str]:
@@ -89,7 +100,7 @@ def _step_problems(step_failures: Iterable[DagsterEvent]) -> tuple[dict[str, str
 
 
 def failed_partitions_of_run(instance: DagsterInstance, run: DagsterRun, step_failures: Sequence[DagsterEvent],
-                             failed_at: float) -> list[FailedPartition]:
+                             failed_at: float, run_message: str = "") -> list[FailedPartition]:
     """The partitions a failed run did not materialize, each with its problem. Empty for unpartitioned runs."""
     partitions = run_partitions(instance, run)
     if not partitions:
@@ -99,45 +110,66 @@ def failed_partitions_of_run(instance: DagsterInstance, run: DagsterRun, step_fa
         # Only bad inputs failed: the run's other partitions were published.
         problems = per_key
     else:
-        fallback = message or "the run failed before its steps ran (see the run's logs)"
+        fallback = message or " ".join(run_message.split()) or "the run failed before its steps ran (see its logs)"
         problems = {k: per_key.get(k, fallback) for k in partitions}
     assets = planned_assets(instance, run.run_id)
     return [FailedPartition(partition=k, problem=p, run_id=run.run_id, job=run.job_name, assets=assets,
                             failed_at=failed_at) for k, p in sorted(problems.items())]
 
 
-def ledger_path(reports_dir: Path) -> Path:
-    return Path(reports_dir) / LEDGER_NAME
+def _events(instance: DagsterInstance, run_id: str, kind: DagsterEventType) -> list[DagsterEvent]:
+    records = instance.get_records_for_run(run_id=run_id, of_type=kind).records
+    return [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event is not None]
 
 
-def append(path: Path, records: Sequence[FailedPartition]) -> None:
-    """Append records as whole lines in one write, so a reader never sees half a record."""
-    if not records:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(r.to_json() + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def step_failures(instance: DagsterInstance, run_id: str) -> list[DagsterEvent]:
+    return _events(instance, run_id, DagsterEventType.STEP_FAILURE)
 
 
-def read(path: Path) -> list[FailedPartition]:
-    """Every recorded failure, oldest first, once per (run, partition); unreadable lines are skipped."""
-    if not path.exists():
-        return []
-    seen, out = set(), []
-    for line in path.read_text().splitlines():
-        try:
-            record = FailedPartition.from_json(line)
-        except (ValueError, KeyError, TypeError):
+def _failed_runs(instance: DagsterInstance, page: int = 500) -> Iterator[RunRecord]:
+    cursor = None
+    while True:
+        records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]), limit=page, cursor=cursor)
+        yield from records
+        if len(records) < page:
+            return
+        cursor = records[-1].dagster_run.run_id
+
+
+def _is_partitioned(run: DagsterRun) -> bool:
+    return PARTITION_TAG in run.tags or RANGE_START_TAG in run.tags
+
+
+def recorded_failures(instance: DagsterInstance) -> list[FailedPartition]:
+    """Every failed partition of every failed partitioned run in the instance, oldest first."""
+    out: list[FailedPartition] = []
+    for record in _failed_runs(instance):
+        run = record.dagster_run
+        if not _is_partitioned(run):
             continue
-        if (record.run_id, record.partition) not in seen:
-            seen.add((record.run_id, record.partition))
-            out.append(record)
-    return sorted(out, key=lambda r: r.failed_at)
+        failed_at = record.end_time or record.update_timestamp.timestamp()
+        messages = [e.message for e in _events(instance, run.run_id, DagsterEventType.RUN_FAILURE) if e.message]
+        # A run can be failed twice (run monitoring, then the code server); Dagster's default message says nothing.
+        specific = [m for m in messages if GENERIC_RUN_FAILURE not in m]
+        message = (specific or messages or [""])[0]
+        if not specific and process_gone(run.tags):
+            message = _died(run)
+        out += failed_partitions_of_run(instance, run, step_failures(instance, run.run_id), failed_at, message)
+    return sorted(out, key=lambda r: (r.failed_at, r.partition))
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
+    """Mark failed the unfinished runs whose in-process executor on this host has died; returns them."""
+    unfinished = instance.get_runs(RunsFilter(statuses=list(NOT_FINISHED), tags={HOST_TAG: socket.gethostname()}))
+    dead = [r for r in unfinished if process_gone(r.tags)]
+    for run in dead:
+        instance.report_run_failed(run, message=_died(run) + "; marked failed by lhc")
+    return dead
+
+
+def _died(run: DagsterRun) -> str:
+    return (f"the process that ran it (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) ended without finishing the "
+            "run (killed, out of memory or a restart)")
 
 
 def materialized_since(instance: DagsterInstance, asset: str, partition: str, timestamp: float) -> bool:

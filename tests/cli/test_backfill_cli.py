@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from lhc_assets.cli.home import create_storage, dagster_yaml
 from lhc_assets.operations.backfill import daemon_heartbeat_age, register_input_files
 from lhc_assets.physics.partition_keys import partition_key
+from resources.process import PID_TAG
 from resources.storage import StorageResource
 
 pytestmark = [pytest.mark.slow]
@@ -34,12 +36,14 @@ class Deployment:
     def __init__(self, base: Path):
         self.home, self.data = base / "dagster_home", base / "data"
         self.home.mkdir()
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # The configuration the platform ships (run monitoring on), with a short monitoring interval.
+        (self.home / "dagster.yaml").write_text(dagster_yaml(monitoring_interval_s=3))
+        create_storage(self.home)
         self.env = {
             **os.environ, "DAGSTER_HOME": str(self.home), "LHC_DATA_ROOT": str(self.data),
             "LHC_SPARK_MASTER": "local[2]", "LHC_SPARK_DRIVER_MEMORY": "1g", "PYSPARK_PYTHON": sys.executable,
             # Files are registered by the commands under test, not by the sensor.
-            "LHC_SENSOR_INTERVAL_S": "3600", "LHC_FAILURE_SENSOR_INTERVAL_S": "3",
+            "LHC_SENSOR_INTERVAL_S": "3600",
         }
         self.log = base / "daemon.log"
         self.daemon: subprocess.Popen | None = None
@@ -139,7 +143,7 @@ def test_lhc_backfill_all_then_failures_then_backfill_failed(deployment: Deploym
         for asset in INGESTION:
             assert set(instance.get_materialized_partitions(AssetKey(asset))) == set(good)
 
-    # The run-failure sensor records the bad partition; `lhc failures` lists it.
+    # `lhc failures` lists the bad partition, read from the failed run's events.
     listed = _wait_for(lambda: (r := deployment.cli("lhc", "failures", timeout=120)).returncode == 0
                        and bad in r.stdout and r.stdout, 120, "lhc failures to list the bad partition", deployment)
     assert "not a readable ROOT file" in listed and not any(k in listed for k in good), listed
@@ -195,3 +199,32 @@ def test_single_run_backfill_of_a_partition_range_from_dagster_asset_materialize
         assert new[0].tags["dagster/asset_partition_range_start"] == first
         assert new[0].tags["dagster/asset_partition_range_end"] == last
         assert all(_materialized_since(instance, a, k, since) for a in INGESTION for k in ordered)
+
+
+@pytest.mark.timeout(600)
+def test_a_run_killed_in_the_daemon_is_marked_failed_and_retried_with_backfill_failed(deployment: Deployment,
+                                                                                    generated_files):
+    key = partition_key("qcd", generated_files["qcd"].name)
+    out = deployment.cli("lhc", "backfill", "--partitions", key, "--no-wait", timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    backfill_id = re.search(r"^backfill (\w+):", out.stdout, re.M).group(1)
+
+    with deployment.instance() as instance:
+        def tagged_run():
+            runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+            return runs and PID_TAG in runs[0].tags and runs[0].status == DagsterRunStatus.STARTED and runs[0]
+
+        run = _wait_for(tagged_run, 300, "the run to start and record its process", deployment)
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)  # the run worker, as the OOM killer would
+        killed_at = time.monotonic()
+        failed = _wait_for(lambda: (r := instance.get_run_by_id(run.run_id)).status == DagsterRunStatus.FAILURE
+                           and r, 120, "run monitoring to mark the killed run failed", deployment)
+        assert time.monotonic() - killed_at < 60  # monitoring polls every 3 s here
+        assert failed.status == DagsterRunStatus.FAILURE
+
+    listed = deployment.cli("lhc", "failures", timeout=120)
+    assert key in listed.stdout and "ended without finishing" in listed.stdout, listed.stdout
+    again = deployment.cli("lhc", "backfill", "--failed", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr + deployment.daemon_log()
+    assert re.search(rf"^\[1/1\] materialized\s+{re.escape(key)}$", again.stdout, re.M), again.stdout
+    assert "no failed partitions outstanding" in deployment.cli("lhc", "failures", timeout=120).stdout

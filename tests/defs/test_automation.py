@@ -39,8 +39,7 @@ def test_policy_is_off_by_default_and_covers_exactly_the_downstream_groups(defs)
             root = key.to_user_string() == "undersampled_dataset"
             assert (DEFAULT_RETRAIN_CRON in label) == root, (key, label)
     # No other sensor evaluates the conditions (Dagster would add a running default one for uncovered assets).
-    assert {s.name for s in defs.sensors} == {"new_delphes_files_sensor", "record_failed_partitions",
-                                             "retrain_on_new_data"}
+    assert {s.name for s in defs.sensors} == {"new_delphes_files_sensor", "retrain_on_new_data"}
 
 
 def _new_features(instance, key: str) -> None:

@@ -144,3 +144,30 @@ def test_the_model_turns_stale_when_its_unpartitioned_input_is_rebuilt_and_parti
         assert status.describe() == "has a new dependency materialization (dataset)"
         with pytest.raises(ValueError, match="per partition"):
             _status(instance, "features")
+
+
+def test_the_run_launcher_reports_a_run_whose_process_is_gone_to_run_monitoring():
+    import subprocess
+    import sys
+
+    import psutil
+    from dagster import DagsterRun
+    from dagster._core.launcher import WorkerStatus
+
+    from lhc_assets.operations.dagster_internals import LocalRunLauncher
+    from resources.process import PID_START_TAG, PID_TAG, process_tags
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    start = int(psutil.Process(proc.pid).create_time())
+    proc.kill()
+    proc.wait()
+    launcher = LocalRunLauncher()
+    assert launcher.supports_check_run_worker_health
+
+    def health(tags):
+        return launcher.check_run_worker_health(DagsterRun(job_name="ingestion_job", run_id="r", tags=tags))
+
+    dead = health({**process_tags(), PID_TAG: str(proc.pid), PID_START_TAG: str(start)})
+    assert dead.status == WorkerStatus.FAILED and f"pid {proc.pid}" in dead.msg
+    assert health(process_tags()).status == WorkerStatus.RUNNING  # this process: alive
+    assert health({}).status == WorkerStatus.RUNNING  # not tagged yet: monitoring's timeouts apply instead

@@ -10,6 +10,13 @@ from resources.publisher import CURRENT, current_version
 from resources.spark import SparkResource
 from resources.storage import StorageResource
 
+
+@pytest.fixture(autouse=True)
+def _one_version_at_a_time(monkeypatch):
+    """Keep no previous version, so that listings show exactly what a write published (retention is tested in
+    test_publisher.py)."""
+    monkeypatch.setenv("LHC_KEEP_VERSIONS", "0")
+
 pytestmark = pytest.mark.slow
 
 

@@ -12,6 +12,13 @@ from resources.json_io_manager import REPORT_FILE, JsonIOManager, Report, Report
 from resources.publisher import CURRENT, STAGING_PREFIX, current_version, publish
 from resources.storage import StorageResource
 
+
+@pytest.fixture(autouse=True)
+def _one_version_at_a_time(monkeypatch):
+    """Keep no previous version, so that listings show exactly what a write published (retention is tested in
+    test_publisher.py)."""
+    monkeypatch.setenv("LHC_KEEP_VERSIONS", "0")
+
 RUN_ID = "1a2b3c4d-0000-4000-8000-123456789abc"
 
 

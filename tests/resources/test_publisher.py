@@ -1,17 +1,24 @@
 """Versioned directories: a write is staged in a hidden directory, then published by renames; CURRENT names the
-version readers use, and the previous version is removed only once the new one is in place."""
+version readers use, the previous one is kept for a rollback, and older ones are removed only once the new one is
+in place; staging left by dead processes is removed by the next write."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 
 from resources.publisher import (
     CURRENT,
+    KEEP_VERSIONS_ENV,
+    OWNER_SEP,
     STAGING_PREFIX,
     STALE_STAGING_S,
     VERSION_PREFIX,
@@ -19,9 +26,12 @@ from resources.publisher import (
     current_version,
     new_staging,
     new_version,
+    prune_versions,
     publish,
     publish_version,
     staging,
+    staging_owner,
+    staging_owner_alive,
 )
 
 _GMTIME = time.gmtime
@@ -102,18 +112,20 @@ def test_publish_writes_one_version_and_points_current_at_it(tmp_path):
     assert _listing(base) == [CURRENT, "v-1"]  # no staging, no temporary CURRENT left behind
 
 
-def test_a_new_version_replaces_current_and_the_previous_version_is_removed(tmp_path):
+def test_a_new_version_replaces_current_and_the_one_before_the_previous_is_removed(tmp_path):
     base = tmp_path / "asset"
     publish(base, "v-1", _writer({"old.parquet": b"1"}))
-    published = publish(base, "v-2", _writer({"new.parquet": b"2"}))
+    publish(base, "v-2", _writer({"old.parquet": b"2"}))
+    published = publish(base, "v-3", _writer({"new.parquet": b"3"}))
 
-    assert current_version(base) == published == base / "v-2"
-    assert _listing(base) == [CURRENT, "v-2"]
+    assert current_version(base) == published == base / "v-3"
+    assert _listing(base) == [CURRENT, "v-2", "v-3"]
     assert _listing(published) == ["new.parquet"]
 
 
-def test_the_previous_version_is_removed_only_after_current_names_the_new_one(tmp_path, monkeypatch):
+def test_an_old_version_is_removed_only_after_current_names_the_new_one(tmp_path, monkeypatch):
     base = tmp_path / "asset"
+    monkeypatch.setenv(KEEP_VERSIONS_ENV, "0")
     publish(base, "v-1", _writer({"a": b"1"}))
     seen = []
     rmtree = shutil.rmtree
@@ -135,7 +147,8 @@ def test_publishing_leaves_what_is_not_a_version_alone(tmp_path):
     (base / f"{STAGING_PREFIX}concurrent").mkdir()  # another writer's work in progress
     (base / "key=QCD").mkdir()  # e.g. a partition directory of a partitioned table
     publish(base, "v-2", _writer({"b": b"2"}))
-    assert _listing(base) == [f"{STAGING_PREFIX}concurrent", CURRENT, "key=QCD", "v-2"]
+    publish(base, "v-3", _writer({"c": b"3"}))
+    assert _listing(base) == [f"{STAGING_PREFIX}concurrent", CURRENT, "key=QCD", "v-2", "v-3"]
 
 
 def test_a_failing_write_keeps_current_and_the_previous_version_and_leaves_no_staging(tmp_path):
@@ -208,8 +221,8 @@ def test_new_staging_creates_a_fresh_empty_hidden_directory_each_time(tmp_path):
     assert first != second
     for path in (first, second):
         assert path.is_dir() and not any(path.iterdir())
-        assert path.parent == base and path.name.startswith(STAGING_PREFIX)
-        assert len(path.name) == len(STAGING_PREFIX) + 32  # a uuid4 hex
+        assert path.parent == base and path.name.startswith(f"{STAGING_PREFIX}{staging_owner()}{OWNER_SEP}")
+        assert len(path.name.rsplit(OWNER_SEP, 1)[1]) == 32  # a uuid4 hex
     assert current_version(base) is None  # staging alone publishes nothing
 
 
@@ -224,7 +237,7 @@ def test_new_staging_without_create_returns_a_hidden_path_that_does_not_exist(tm
 
 def test_new_staging_with_a_name(tmp_path):
     path = new_staging(tmp_path, name="job-42", create=False)
-    assert path == tmp_path / f"{STAGING_PREFIX}job-42"
+    assert path == tmp_path / f"{STAGING_PREFIX}{staging_owner()}{OWNER_SEP}job-42"
     assert not path.exists()
 
 
@@ -281,4 +294,70 @@ def test_a_publish_cleans_stale_staging_left_by_a_killed_write(tmp_path):
     killed.mkdir()
     _age(killed, STALE_STAGING_S + 1)
     publish(base, "v-2", _writer({"b": b"2"}))
-    assert _listing(base) == [CURRENT, "v-2"]
+    assert _listing(base) == [CURRENT, "v-1", "v-2"]
+
+
+# ---- staging of dead processes, kept versions ------------------------------------------------------------
+
+
+def _dead_process_owner() -> str:
+    """The staging owner a process that has exited would have left (same host, its pid and start time)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    start = int(psutil.Process(proc.pid).create_time())
+    proc.kill()
+    proc.wait()
+    return OWNER_SEP.join((socket.gethostname().replace(OWNER_SEP, "-"), str(proc.pid), str(start)))
+
+
+def test_staging_of_a_dead_process_is_removed_at_once_and_a_live_ones_never(tmp_path):
+    base = tmp_path / "asset"
+    base.mkdir()
+    killed = base / f"{STAGING_PREFIX}{_dead_process_owner()}{OWNER_SEP}write"
+    (killed / "_pk=a").mkdir(parents=True)
+    (killed / "_pk=a" / "part-0.parquet").write_bytes(b"x" * 1000)
+    alive = base / f"{STAGING_PREFIX}{staging_owner()}{OWNER_SEP}other-write"
+    alive.mkdir()
+    _age(alive, 10 * STALE_STAGING_S)  # however old: its process is still running
+    assert staging_owner_alive(killed.name) is False and staging_owner_alive(alive.name) is True
+
+    assert clean_stale_staging(base) == 1000
+    assert _listing(base) == [alive.name]
+
+
+def test_a_reused_pid_with_another_start_time_is_not_the_owner(tmp_path):
+    host, pid, start = staging_owner().split(OWNER_SEP)
+    assert staging_owner_alive(f"{STAGING_PREFIX}{host}~{pid}~{int(start) - 100}~w") is False
+
+
+def test_staging_of_another_host_falls_back_to_its_age(tmp_path):
+    other = tmp_path / f"{STAGING_PREFIX}elsewhere.example~123~456~w"
+    other.mkdir()
+    assert staging_owner_alive(other.name) is None
+    clean_stale_staging(tmp_path)
+    assert other.exists()
+    _age(other, STALE_STAGING_S + 1)
+    clean_stale_staging(tmp_path)
+    assert not other.exists()
+
+
+def test_previous_versions_kept_to_the_configured_count(tmp_path, monkeypatch):
+    base = tmp_path / "asset"
+    for i in range(1, 4):
+        publish(base, f"v-{i}", _writer({"data": b"x" * 100}))
+    assert _listing(base) == [CURRENT, "v-2", "v-3"]  # default: the previous one, for a rollback
+    monkeypatch.setenv(KEEP_VERSIONS_ENV, "0")
+    publish(base, "v-4", _writer({"data": b"y"}))
+    assert _listing(base) == [CURRENT, "v-4"]
+    monkeypatch.setenv(KEEP_VERSIONS_ENV, "many")
+    with pytest.raises(ValueError, match="LHC_KEEP_VERSIONS must be a whole number"):
+        publish(base, "v-5", _writer({}))
+
+
+def test_prune_reports_the_space_and_spares_a_version_newer_than_current(tmp_path):
+    base = tmp_path / "asset"
+    for i in (1, 2):
+        publish(base, f"v-{i}", _writer({"data": b"x" * 100}))
+    (base / "v-3").mkdir()  # e.g. CURRENT was rolled back from v-3 to v-2
+    assert prune_versions(base, keep=0) == 100  # v-1 removed
+    assert _listing(base) == [CURRENT, "v-2", "v-3"]
+    assert prune_versions(tmp_path / "never_published") == 0
