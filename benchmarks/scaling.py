@@ -136,7 +136,9 @@ def measure_shape(workers: int, cores: int, inputs: list[str], sizes: list[int],
     measured = []
     for size, run in zip(sizes, runs[-len(sizes):], strict=True):  # the first input set is the warm-up
         for stage, record in run["stages"].items():
-            spark = activity(events, record["timestamp"] - record["wall_seconds"], record["timestamp"])
+            # From the stage's start to its materialization (the IO manager's publishing included).
+            start = record["started_at"] or record["timestamp"] - record["wall_seconds"]
+            spark = activity(events, start, record["timestamp"])
             m = Measurement(stage=stage, workers=workers, cores_per_worker=cores, events=record["events"],
                             wall_seconds=spark.window_seconds, driver_seconds=spark.driver_seconds,
                             parallel_seconds=spark.parallel_seconds, tasks=spark.tasks,

@@ -49,6 +49,7 @@ class StageRun:
     workers_peak_rss_mb: float
     bytes_read: int = 0
     bytes_written: int = 0
+    started_at: float = 0.0  # epoch seconds (0 for runs recorded before it was)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +79,8 @@ def stage_runs(instance: DagsterInstance, stage: str, asset: str, limit: int) ->
                 events_per_s_per_core=float(_value(metadata, M.PER_CORE)),
                 driver_peak_rss_mb=float(_value(metadata, M.DRIVER_PEAK)),
                 workers_peak_rss_mb=float(_value(metadata, M.WORKERS_PEAK)),
-                bytes_read=int(_value(metadata, M.BYTES_READ)), bytes_written=int(_value(metadata, M.BYTES_WRITTEN)))
+                bytes_read=int(_value(metadata, M.BYTES_READ)), bytes_written=int(_value(metadata, M.BYTES_WRITTEN)),
+                started_at=float(_value(metadata, M.STARTED_AT)))
             if len(runs) == limit:
                 break
         if not page.has_more:

@@ -30,6 +30,7 @@ DRIVER_PEAK = "stage_driver_peak_rss_mb"
 WORKERS_PEAK = "stage_workers_peak_rss_mb"
 BYTES_READ = "stage_bytes_read"
 BYTES_WRITTEN = "stage_bytes_written"
+STARTED_AT = "stage_started_at"  # epoch seconds: with the materialization's time, the stage's window
 
 
 def available_cores() -> int:
@@ -81,6 +82,7 @@ class StageMeter:
     def __init__(self, cores: int | None = None) -> None:
         self.cores = max(1, cores or available_cores())
         self._start = time.perf_counter()
+        self.started_at = time.time()
         self._cpu: dict[int, float] = {}
         self._io: dict[int, tuple[int, int]] = {}
         for process in _tree():
@@ -134,4 +136,5 @@ class StageMeter:
             WORKERS_PEAK: round(max(workers, default=0.0), 1),
             BYTES_READ: read,
             BYTES_WRITTEN: written,
+            STARTED_AT: round(self.started_at, 3),
         }

@@ -12,6 +12,7 @@ from lhc_assets.spark import metering as M
 
 
 def test_cpu_of_a_child_process_counts_and_the_per_core_rate_uses_the_given_cores():
+    before = time.time()
     meter = M.StageMeter(cores=2)
     # A child that burns about 0.6 s of CPU (like a Spark Python worker doing a task), then waits to be read.
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
@@ -28,6 +29,8 @@ def test_cpu_of_a_child_process_counts_and_the_per_core_rate_uses_the_given_core
     assert figures[M.CORES] == 2 and figures[M.EVENTS] == 1000
     assert figures[M.PER_CORE] == pytest.approx(1000 / figures[M.WALL] / 2, rel=2e-3)
     assert figures[M.DRIVER_PEAK] > 10 and figures[M.WORKERS_PEAK] > 1
+    # When it started (epoch seconds), so that the stage's window can be matched with Spark's event log.
+    assert before <= figures[M.STARTED_AT] <= before + 1
 
 
 def test_work_done_before_the_stage_is_not_counted():
