@@ -6,10 +6,25 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-export DAGSTER_HOME  ?= $(CURDIR)/.dagster_home
 export LHC_DATA_ROOT ?= $(CURDIR)/data
 
-.PHONY: install run physics test test-fast ui lint bench clean check-java browser screenshots
+# Dagster's storage: SQLite in ./.dagster_home (default), or PostgreSQL with LHC_DAGSTER_STORAGE=postgres: then
+# deploy/dagster.postgres.yaml in its own instance directory, the server named by the DAGSTER_PG_* variables.
+LHC_DAGSTER_STORAGE ?= sqlite
+ifeq ($(LHC_DAGSTER_STORAGE),postgres)
+export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home_postgres
+export DAGSTER_PG_HOST     ?= 127.0.0.1
+export DAGSTER_PG_PORT     ?= 5432
+export DAGSTER_PG_DB       ?= dagster
+export DAGSTER_PG_USERNAME ?= dagster
+export DAGSTER_PG_PASSWORD ?=
+else ifeq ($(LHC_DAGSTER_STORAGE),sqlite)
+export DAGSTER_HOME        ?= $(CURDIR)/.dagster_home
+else
+$(error LHC_DAGSTER_STORAGE is sqlite (default) or postgres, not '$(LHC_DAGSTER_STORAGE)')
+endif
+
+.PHONY: install run physics test test-fast ui daemon webserver lint bench clean check-java browser postgresql postgres-instance screenshots
 
 install: $(STAMP)
 
@@ -28,7 +43,17 @@ check-java:
 $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	@$(BIN)/python -m lhc_assets.cli.home >/dev/null
 
-run: install check-java $(DAGSTER_HOME)/dagster.yaml
+# The Postgres instance: created when missing; checked every time (quick), so a SQLite home is never used instead.
+postgres-instance: | $(STAMP)
+	@$(BIN)/python deploy/instance.py >/dev/null
+
+ifeq ($(LHC_DAGSTER_STORAGE),postgres)
+INSTANCE := postgres-instance
+else
+INSTANCE := $(DAGSTER_HOME)/dagster.yaml
+endif
+
+run: install check-java $(INSTANCE)
 	$(BIN)/lhc-run
 
 # The whole graph on a physics-grade sample (Pythia 8, pileup, Delphes-like fast simulation; about 30
@@ -48,7 +73,16 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install check-java browser
+# Debian's PostgreSQL server binaries, for the Postgres deployment test (it runs its own server in a temporary
+# directory; the package's system cluster is not used).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the Postgres deployment test (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+test: install check-java browser postgresql
 	$(BIN)/python -m pytest
 
 # Refreshes docs/images/*.png from the UI end-to-end test.
@@ -58,8 +92,16 @@ screenshots: install check-java browser
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-ui: install check-java $(DAGSTER_HOME)/dagster.yaml
+ui: install check-java $(INSTANCE)
 	$(BIN)/dagster dev -h 127.0.0.1 -p $${LHC_UI_PORT:-3000} -w workspace.yaml
+
+# The two long-running processes of a deployment, each on its own (`make ui` runs both under `dagster dev`):
+# the daemon (sensors, the run queue, backfills, run monitoring, retries) and the webserver (the UI).
+daemon: install check-java $(INSTANCE)
+	$(BIN)/dagster-daemon run -w workspace.yaml
+
+webserver: install $(INSTANCE)
+	$(BIN)/dagster-webserver -h 127.0.0.1 -p $${LHC_UI_PORT:-3000} -w workspace.yaml
 
 lint: install
 	$(BIN)/ruff check .
