@@ -233,7 +233,7 @@ def test_sensor_runs_and_failures_through_the_daemon_on_postgres(tmp_path: Path,
         **os.environ, **postgres.env(),
         "DAGSTER_HOME": str(home), "LHC_DATA_ROOT": str(data),
         "LHC_SPARK_MASTER": "local[2]", "LHC_SPARK_DRIVER_MEMORY": "1g", "PYSPARK_PYTHON": sys.executable,
-        INTERVAL_ENV: "2", SETTLE_ENV: "1", "LHC_FAILURE_SENSOR_INTERVAL_S": "2",
+        INTERVAL_ENV: "2", SETTLE_ENV: "1",
     }
     # The instance, as `make ui|daemon|webserver LHC_DAGSTER_STORAGE=postgres` creates it.
     made = subprocess.run([sys.executable, "deploy/instance.py"], cwd=REPO, env=env, capture_output=True, text=True,
