@@ -5,6 +5,8 @@
     lhc backfill --partitions KEY [KEY]   some partitions (keys as in the UI: <sample>/<file stem>)
     lhc backfill --failed                 the partitions `lhc failures` lists
         [--missing]       only partitions not materialized yet
+        [--partitions-per-run N]  runs of at most N partitions (1: one per file; default: one per contiguous range)
+        [--retries N]     the daemon retries a failed run up to N times (Dagster's dagster/max_retries)
         [--in-process]    run here instead of in the daemon (no `make ui` / dagster-daemon needed)
         [--no-wait]       submit and return; follow the backfill in the UI
         [--verbose]       with --in-process: Dagster's events and stack traces on the console too
@@ -46,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--partitions", nargs="+", metavar="KEY", help="these partition keys")
     target.add_argument("--failed", action="store_true", help="the partitions `lhc failures` lists")
     b.add_argument("--missing", action="store_true", help="skip partitions already materialized")
+    b.add_argument("--partitions-per-run", type=_at_least(1), metavar="N", default=None,
+                   help="at most N partitions per run (1: one run per file, each failed, killed or retried on its "
+                   "own; default: one run per contiguous range, the fastest)")
+    b.add_argument("--retries", type=_at_least(0), metavar="N", default=None,
+                   help="the daemon retries a failed run up to N times (a run whose process died, too)")
     b.add_argument("--in-process", action="store_true", help="execute here rather than in the Dagster daemon")
     b.add_argument("--no-wait", action="store_true", help="submit to the daemon and return")
     b.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds")
@@ -59,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep", type=int, default=None, help="previous versions kept per table/model/report "
                    "(default: LHC_KEEP_VERSIONS, else 1)")
     return p
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
 
 
 def _instance():
@@ -119,6 +138,10 @@ def _select(args, instance, storage) -> list[str] | None:
 def cmd_backfill(args) -> int:
     from lhc_assets.operations import backfill
 
+    if args.in_process and args.retries is not None:
+        print("lhc backfill: --retries needs the daemon (retries are Dagster's run retries); without --in-process "
+              "the daemon executes the backfill", file=sys.stderr)
+        return 2
     instance, storage = _instance(), _storage()
     _fail_dead_runs(instance)
     keys = _select(args, instance, storage)
@@ -128,7 +151,8 @@ def cmd_backfill(args) -> int:
         print("nothing to backfill")
         return 0
     if args.in_process:
-        progress = backfill.materialize_in_process(instance, keys, print, verbose=args.verbose)
+        progress = backfill.materialize_in_process(instance, keys, print, verbose=args.verbose,
+                                                   partitions_per_run=args.partitions_per_run)
         return _summary(progress, backfill_id=None)
 
     age = backfill.daemon_heartbeat_age(instance)
@@ -139,9 +163,17 @@ def cmd_backfill(args) -> int:
               "or run here with --in-process", file=sys.stderr)
         return 2
     since = time.time()
-    backfill_id = backfill.submit(instance, keys)
-    print(f"backfill {backfill_id}: {len(keys)} partition(s) of raw_events, hlf_features, llf_features; "
-          f"in the UI: {_ui_url()}/runs/b/{backfill_id}")
+    backfill_id = backfill.submit(instance, keys, partitions_per_run=args.partitions_per_run, retries=args.retries)
+    runs = ""
+    if args.partitions_per_run is not None:
+        ordered = instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME)
+        runs = f" in {len(backfill.plan_runs(ordered, set(keys), args.partitions_per_run))} run(s)"
+    retries = f", each retried up to {args.retries} time(s)" if args.retries else ""
+    print(f"backfill {backfill_id}: {len(keys)} partition(s) of raw_events, hlf_features, llf_features{runs}"
+          f"{retries}; in the UI: {_ui_url()}/runs/b/{backfill_id}")
+    if args.retries and not instance.run_retries_enabled:
+        print("  warning: run retries are disabled in this instance's dagster.yaml (run_retries: enabled): failed "
+              "runs will not be retried", file=sys.stderr)
     if args.no_wait:
         if not daemon_up:
             print("  no daemon is running: the backfill starts when one does")

@@ -11,6 +11,13 @@ Two ways to run one:
 * **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range,
   for when no daemon is running.
 
+Either way ``partitions_per_run`` bounds a run to that many partitions (1: one run per file): a failed or killed run
+then costs, and its retry repeats, only its own files, at the price of a process and a Spark start per run. Runs the
+daemon executes are retried when they fail if the backfill asks for it (``retries``: Dagster's
+``dagster/max_retries`` tag, which its runs inherit); an asset backfill waits for the retries of its failed runs
+before it finishes, also across a restart of the daemon. (``dagster job backfill`` does not: it marks its backfill
+finished as soon as it has submitted the runs, and Dagster never retries a run of a finished backfill.)
+
 Either way a bad file fails only its own partition: the ingestion step publishes the good partitions of a
 run and names the bad ones (``failures.FAILED_PARTITIONS_METADATA``).
 """
@@ -18,14 +25,19 @@ run and names the bad ones (``failures.FAILED_PARTITIONS_METADATA``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from lhc_assets.defs.ingestion.tables import INGESTION_ASSETS
 from lhc_assets.operations import failures
-from lhc_assets.operations.dagster_internals import add_asset_backfill, backfill_finished
+from lhc_assets.operations.dagster_internals import (
+    MAX_RETRIES_TAG,
+    WILL_RETRY_TAG,
+    add_asset_backfill,
+    backfill_finished,
+)
 from resources.process import process_tags
 from resources.storage import StorageResource
 
@@ -37,6 +49,11 @@ TERMINAL_RUN_STATUSES = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, Dag
 
 MATERIALIZED = "materialized"
 FAILED = "failed"
+# What follows a failed run of a backfill: the daemon retries it, it is final, or not decided yet (Dagster tags a
+# failed run with WILL_RETRY_TAG just after marking it failed).
+RETRYING, FINAL, UNDECIDED = "retrying", "final", "undecided"
+# A failed run still without the tag after this long is taken as final.
+RETRY_DECISION_S = 30.0
 # In-process runs: Dagster's events (DEBUG, stack traces) go to the instance (the UI shows them), not the console.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -70,6 +87,36 @@ def contiguous_ranges(ordered: Sequence[str], wanted: set[str]) -> list[tuple[st
     return ranges
 
 
+def plan_runs(ordered: Sequence[str], wanted: set[str], partitions_per_run: int | None = None) -> list[tuple[str, str]]:
+    """The runs (first, last) of a backfill of ``wanted``: one per contiguous range in the instance's key order,
+    each cut into runs of at most ``partitions_per_run`` partitions when it is given."""
+    if partitions_per_run is not None and partitions_per_run < 1:
+        raise ValueError(f"partitions per run must be at least 1, got {partitions_per_run}")
+    ranges = contiguous_ranges(ordered, wanted)
+    if partitions_per_run is None:
+        return ranges
+    position = {k: i for i, k in enumerate(ordered)}
+    runs = []
+    for first, last in ranges:
+        keys = ordered[position[first]:position[last] + 1]
+        runs += [(chunk[0], chunk[-1]) for chunk in (keys[i:i + partitions_per_run]
+                                                     for i in range(0, len(keys), partitions_per_run))]
+    return runs
+
+
+def retry_state(tags: Mapping[str, str], retries_enabled: bool, failed_for_s: float) -> str:
+    """What follows a failed run, from its tags: RETRYING (the daemon retries it), FINAL, or UNDECIDED while
+    Dagster has not tagged it yet (it does so just after marking the run failed; ``failed_for_s`` bounds the wait)."""
+    if not retries_enabled:
+        return FINAL
+    decided = tags.get(WILL_RETRY_TAG)
+    if decided == "true":
+        return RETRYING
+    if decided is None and failed_for_s < RETRY_DECISION_S:
+        return UNDECIDED
+    return FINAL
+
+
 def daemon_heartbeat_age(instance: DagsterInstance, daemon_type: str = "BACKFILL") -> float | None:
     """Seconds since the daemon that executes backfills last reported, or None if it never has."""
     beat = instance.get_daemon_heartbeats().get(daemon_type)
@@ -77,13 +124,23 @@ def daemon_heartbeat_age(instance: DagsterInstance, daemon_type: str = "BACKFILL
 
 
 def submit(instance: DagsterInstance, keys: Sequence[str], assets: Sequence[str] = INGESTION_ASSETS,
-           title: str | None = None) -> str:
-    """Add an asset backfill of ``assets`` over ``keys`` to the instance (the daemon executes it); its id."""
+           title: str | None = None, partitions_per_run: int | None = None, retries: int | None = None) -> str:
+    """Add an asset backfill of ``assets`` over ``keys`` to the instance (the daemon executes it); its id.
+
+    ``partitions_per_run`` bounds the runs (default: the assets' policy, one run per contiguous range);
+    ``retries``: how many times the daemon retries a failed run (Dagster's ``dagster/max_retries``)."""
     from lhc_assets.definitions import defs
 
+    if retries is not None and retries < 0:
+        raise ValueError(f"retries must not be negative, got {retries}")
+    tags = {"lhc/launched_by": "lhc backfill"}
+    if retries is not None:
+        tags[MAX_RETRIES_TAG] = str(retries)
+    runs = None
+    if partitions_per_run is not None:
+        runs = plan_runs(instance.get_dynamic_partitions(PARTITIONS_DEF_NAME), set(keys), partitions_per_run)
     return add_asset_backfill(instance, defs.resolve_asset_graph(), keys, assets,
-                              title=title or f"lhc backfill: {len(keys)} partition(s)",
-                              tags={"lhc/launched_by": "lhc backfill"})
+                              title=title or f"lhc backfill: {len(keys)} partition(s)", tags=tags, runs=runs)
 
 
 @dataclass
@@ -97,6 +154,8 @@ class Progress:
     _seen: dict[str, set[str]] = field(default_factory=dict)
     _cursors: dict[str, int | None] = field(default_factory=dict)
     _runs_done: set[str] = field(default_factory=set)
+    retried: set[str] = field(default_factory=set)  # failed runs the daemon retries
+    _failed_since: dict[str, float] = field(default_factory=dict)
 
     @property
     def pending(self) -> list[str]:
@@ -132,13 +191,18 @@ class Progress:
     def seen_run(self, run_id: str) -> bool:
         return run_id in self._runs_done
 
-    def record_failed_run(self, instance: DagsterInstance, run, step_failures) -> list[str]:
+    def failed_for(self, run_id: str) -> float:
+        """Seconds since this failed run was first seen."""
+        return time.monotonic() - self._failed_since.setdefault(run_id, time.monotonic())
+
+    def record_failed_run(self, instance: DagsterInstance, run, step_failures, run_message: str = "") -> list[str]:
         """Mark the partitions a finished, failed run did not materialize; returns the newly failed keys."""
         if self.seen_run(run.run_id):
             return []
         self._runs_done.add(run.run_id)
         newly = []
-        for f in failures.failed_partitions_of_run(instance, run, step_failures, failed_at=time.time()):
+        for f in failures.failed_partitions_of_run(instance, run, step_failures, failed_at=time.time(),
+                                                   run_message=run_message):
             if f.partition in self.keys and f.partition not in self.state:
                 self.state[f.partition] = (FAILED, f.problem)
                 newly.append(f.partition)
@@ -165,27 +229,27 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
           report: Callable[[str], None], poll_s: float = 2.0, timeout_s: float | None = None,
           assets: Sequence[str] = INGESTION_ASSETS) -> Progress:
     """Follow a backfill in the instance until it and its runs are finished (or ``timeout_s`` passes),
-    reporting each partition once as it is materialized or fails."""
+    reporting each partition once as it is materialized or fails. A failed run that the daemon retries is
+    reported as such; its partitions are reported when the retry ends (Dagster's retries carry the backfill's tag)."""
     progress = Progress(keys=list(keys), assets=tuple(assets), since=since)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last_note = time.monotonic()
     announce = Announcer(progress, report)
+    retries_enabled = bool(instance.run_retries_enabled)
 
     while True:
         backfill = instance.get_backfill(backfill_id)
         runs = instance.get_runs(RunsFilter(tags={BACKFILL_TAG: backfill_id}))
         for key in progress.poll_materializations(instance):
             announce(key)
-        for run in runs:
-            # A failed run's step failures are read once.
-            if run.status == DagsterRunStatus.FAILURE and not progress.seen_run(run.run_id):
-                for key in progress.record_failed_run(instance, run, failures.step_failures(instance, run.run_id)):
-                    announce(key)
+        _follow_failed_runs(instance, progress, runs, retries_enabled, announce, report)
         runs_done = all(r.status in TERMINAL_RUN_STATUSES for r in runs)
         if backfill is not None and backfill_finished(backfill) and runs_done:
-            # A last look: materializations of the final run may land just before its status changes.
+            # A last look: materializations of the final run may land just before its status changes, and a
+            # failed run whose retry never came is final now.
             for key in progress.poll_materializations(instance):
                 announce(key)
+            _follow_failed_runs(instance, progress, runs, False, announce, report)
             if backfill.status.value in ("FAILED", "CANCELED"):
                 error = backfill.error.message.strip() if backfill.error else "no error recorded"
                 report(f"backfill {backfill_id} {backfill.status.value.lower()}: {error}")
@@ -203,10 +267,31 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
         time.sleep(poll_s)
 
 
+def _follow_failed_runs(instance: DagsterInstance, progress: Progress, runs, retries_enabled: bool,
+                        announce: Announcer, report: Callable[[str], None]) -> None:
+    """Failed runs: those the daemon retries are noted once; the others fail their partitions (read once)."""
+    for run in runs:
+        if run.status != DagsterRunStatus.FAILURE or progress.seen_run(run.run_id):
+            continue
+        state = retry_state(run.tags, retries_enabled, progress.failed_for(run.run_id))
+        if state == UNDECIDED or (state == RETRYING and run.run_id in progress.retried):
+            continue
+        message = failures.run_failure_message(instance, run)
+        if state == RETRYING:
+            progress.retried.add(run.run_id)
+            partitions = failures.run_partitions(instance, run)
+            what = partitions[0] if len(partitions) == 1 else f"{len(partitions)} partitions"
+            report(f"  run {run.run_id[:8]} ({what}) failed, the daemon retries it: {' '.join(message.split())}")
+            continue
+        for key in progress.record_failed_run(instance, run, failures.step_failures(instance, run.run_id), message):
+            announce(key)
+
+
 def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], report: Callable[[str], None],
                            run_config: dict | None = None, defs: Definitions | None = None,
-                           verbose: bool = False) -> Progress:
-    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions, reporting
+                           verbose: bool = False, partitions_per_run: int | None = None) -> Progress:
+    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions (or per
+    ``partitions_per_run`` partitions of one), reporting
     each partition as it is materialized or fails (one line each). Dagster's own events reach the console only
     with ``verbose``; they are always in the instance. The runs carry this process's identity
     (``failures.process_tags``), so a later ``lhc`` marks them failed if this process dies mid-run.
@@ -222,7 +307,7 @@ def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], repor
         config.update(QUIET_CONSOLE)
     job = defs.resolve_job_def("ingestion_job")
     ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
-    for first, last in contiguous_ranges(ordered, set(keys)):
+    for first, last in plan_runs(ordered, set(keys), partitions_per_run):
         span = ordered.index(last) - ordered.index(first) + 1
         report(f"ingestion: {span} partition(s), {first} ... {last}" if span > 1 else f"ingestion: {first}")
         result = job.execute_in_process(
@@ -233,6 +318,7 @@ def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], repor
             announce(key)
         if not result.success:
             run = instance.get_run_by_id(result.run_id)
-            for key in progress.record_failed_run(instance, run, [e for e in result.all_events if e.is_step_failure]):
+            for key in progress.record_failed_run(instance, run, [e for e in result.all_events if e.is_step_failure],
+                                                  failures.run_failure_message(instance, run)):
                 announce(key)
     return progress

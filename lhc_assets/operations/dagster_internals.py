@@ -4,7 +4,9 @@ Written against the pinned Dagster (``PINNED_DAGSTER``; pyproject.toml); tests/o
 fails when another version is installed, so an upgrade re-checks these calls before anything else runs.
 
 * Submitting an asset backfill from code: the UI's "Launch backfill" creates a ``PartitionBackfill``; the
-  public API has no constructor for one (``dagster job backfill`` is op-job only and needs the CLI).
+  public API has no constructor for one (``dagster job backfill`` is op-job only and needs the CLI). Its runs are
+  planned by the assets' backfill policy (the ingestion's ``single_run``: one run per contiguous range), or here,
+  when a backfill is to run in smaller runs (``planned_runs``, below).
 * Knowing when a backfill is over: the set of terminal bulk-action statuses is internal.
 * Whether an asset is missing or stale (what the UI shows): ``CachingStaleStatusResolver`` has no public
   entry point. Dagster 1.13 does not check an edge from a partitioned parent to its child when the child
@@ -32,21 +34,64 @@ from resources.process import PID_TAG, process_gone
 
 PINNED_DAGSTER = "1.13.27"
 
+# Dagster's run tags of its retry machinery (dagster._core.storage.tags; the adapter's test pins them).
+MAX_RETRIES_TAG = "dagster/max_retries"  # on a run (or its backfill): how many times the daemon may retry it
+WILL_RETRY_TAG = "dagster/will_retry"  # set on a failed run: "true" when the daemon is going to retry it
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"  # set on a failed run once its retry exists
+RETRY_NUMBER_TAG = "dagster/retry_number"  # on a retry: 1, 2, ...
+PARENT_RUN_ID_TAG = "dagster/parent_run_id"  # on a retry or re-execution: the run it repeats
+
 
 def add_asset_backfill(instance: DagsterInstance, asset_graph: Any, partition_keys: Sequence[str],
-                       assets: Sequence[str], title: str, tags: Mapping[str, str]) -> str:
+                       assets: Sequence[str], title: str, tags: Mapping[str, str],
+                       runs: Sequence[tuple[str, str]] | None = None) -> str:
     """Add an asset backfill of ``assets`` over ``partition_keys`` to the instance (the daemon executes it,
-    as a backfill launched from the UI); returns its id."""
+    as a backfill launched from the UI); returns its id.
+
+    ``runs``, the (first, last) partition range of each run in the instance's key order, replaces the runs the
+    assets' backfill policy would make (one per contiguous range): see ``planned_runs``."""
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
     backfill_id = make_new_backfill_id()
-    instance.add_backfill(PartitionBackfill.from_asset_partitions(
+    backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=backfill_id, asset_graph=asset_graph, partition_names=list(partition_keys),
         asset_selection=[AssetKey(a) for a in assets], backfill_timestamp=time.time(), tags=dict(tags),
         dynamic_partitions_store=instance, all_partitions=False, title=title, description=None, run_config=None,
-    ))
+    )
+    if runs is not None:
+        backfill = planned_runs(instance, asset_graph, backfill, assets, runs)
+    instance.add_backfill(backfill)
     return backfill_id
+
+
+def planned_runs(instance: DagsterInstance, asset_graph: Any, backfill: Any, assets: Sequence[str],
+                 runs: Sequence[tuple[str, str]]) -> Any:
+    """``backfill`` (a new asset backfill) with its runs decided here: one run per (first, last) range.
+
+    A ``single_run`` policy makes one run of a contiguous range, however long; a backfill whose runs must fail,
+    be killed and be retried file by file needs smaller runs, and the policy is the asset's, not the backfill's.
+    The daemon creates an asset backfill's runs from ``submitting_run_requests`` (with the run ids reserved in
+    ``reserved_run_ids``, so a daemon that dies while submitting them resumes without duplicates: this is how it
+    recovers an interrupted tick) before it plans anything itself; with ``requested_runs_for_target_roots`` set, it
+    then only follows them: materializations after ``latest_storage_id``, failures, retries (the backfill waits
+    for the retries of its failed runs), completion. So these runs are the backfill's, as if planned by a policy."""
+    from dagster import RunRequest
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.utils import make_new_run_id
+
+    # What a BackfillPolicy.multi_run(N) builds: a range, also for one partition.
+    selection = [AssetKey(a) for a in assets]
+    requests = [RunRequest(asset_selection=selection,
+                           tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+                for first, last in runs]
+    data = backfill.asset_backfill_data._replace(
+        requested_runs_for_target_roots=True,
+        # Materializations are counted after this event; none of the backfill's runs exists yet.
+        latest_storage_id=instance.event_log_storage.get_maximum_record_id() or 0,
+    )
+    return (backfill.with_asset_backfill_data(data, dynamic_partitions_store=instance, asset_graph=asset_graph)
+            .with_submitting_run_requests(requests, [make_new_run_id() for _ in requests]))
 
 
 def backfill_finished(backfill: Any) -> bool:
@@ -141,7 +186,8 @@ def _partitioned_parents_updated(instance: DagsterInstance, asset_graph: Any,
 class LocalRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher (runs in processes of the code server), plus a health check for run monitoring:
     a run whose process is gone is reported FAILED, so the daemon marks it failed within ``poll_interval_seconds``.
-    A run not yet tagged, or executed on another host, counts as running (run monitoring's timeouts still apply).
+    A run not yet tagged, or executed on another host, counts as running (run monitoring's timeouts still apply);
+    so does a retry whose tags are still its parent's (``failures.own_process_tags``).
 
     In dagster.yaml::
 
@@ -155,7 +201,10 @@ class LocalRunLauncher(DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        if process_gone(run.tags):
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"the process that ran it (pid {run.tags[PID_TAG]}) "
+        from lhc_assets.operations.failures import own_process_tags
+
+        tags = own_process_tags(self._instance, run) if self.has_instance else run.tags
+        if process_gone(tags):
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"the process that ran it (pid {tags[PID_TAG]}) "
                                         "has ended without finishing the run (killed, out of memory or a restart)")
         return CheckRunHealthResult(WorkerStatus.RUNNING)

@@ -13,14 +13,15 @@ materialization of every asset the failed run planned for it.
 Every run carries the host, pid and start time of the process executing it in its tags
 (``resources.process``): if that process is gone while the run is still marked started (SIGKILL, out of memory,
 a restart), ``fail_dead_runs`` marks it failed (``lhc`` calls it); in the daemon, Dagster's run monitoring does
-the same through ``dagster_internals.LocalRunLauncher``.
+the same through ``dagster_internals.LocalRunLauncher``. A retry or re-execution starts with a copy of its parent
+run's tags, the dead parent's process included, until its own resources replace them (``own_process_tags``).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from dagster import (
@@ -36,13 +37,15 @@ from dagster import (
 
 # Every partitioned asset of the platform is partitioned by input file.
 from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
-from resources.process import HOST_TAG, PID_TAG, process_gone
+from resources.process import HOST_TAG, PID_START_TAG, PID_TAG, process_gone
 
 FAILED_PARTITIONS_METADATA = "failed_partitions"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 GENERIC_RUN_FAILURE = "marked as failed from outside the execution context"
+PARENT_RUN_TAG = "dagster/parent_run_id"  # on a retry or re-execution: the run it repeats
+PROCESS_TAGS = (HOST_TAG, PID_TAG, PID_START_TAG)
 NOT_FINISHED = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 
 
@@ -140,6 +143,34 @@ def _is_partitioned(run: DagsterRun) -> bool:
     return PARTITION_TAG in run.tags or RANGE_START_TAG in run.tags
 
 
+def own_process_tags(instance: DagsterInstance, run: DagsterRun) -> Mapping[str, str]:
+    """The run's tags if the process they name is its own, else none of them.
+
+    Dagster gives a retry (or a re-execution) a copy of its parent's tags, and so the parent's process, which is
+    dead when the parent was killed; the retry's own resources replace them once its process runs. Read as the
+    retry's, they made run monitoring fail a retry that had just started, and retry it again while it ran on.
+    An unknown parent counts as the same process: never fail a run on tags that may not be its own."""
+    parent_id = run.tags.get(PARENT_RUN_TAG)
+    if parent_id is None or PID_TAG not in run.tags:
+        return run.tags
+    parent = instance.get_run_by_id(parent_id)
+    if parent is None or all(parent.tags.get(t) == run.tags.get(t) for t in PROCESS_TAGS):
+        return {k: v for k, v in run.tags.items() if k not in PROCESS_TAGS}
+    return run.tags
+
+
+def run_failure_message(instance: DagsterInstance, run: DagsterRun) -> str:
+    """Why a failed run failed, from its run-failure events ("" when none says): for a run whose process died, that."""
+    messages = [e.message for e in _events(instance, run.run_id, DagsterEventType.RUN_FAILURE) if e.message]
+    # A run can be failed twice (run monitoring, then the code server); Dagster's default message says nothing.
+    specific = [m for m in messages if GENERIC_RUN_FAILURE not in m]
+    message = (specific or messages or [""])[0]
+    tags = own_process_tags(instance, run)
+    if not specific and process_gone(tags):
+        message = _died(tags)
+    return message
+
+
 def recorded_failures(instance: DagsterInstance) -> list[FailedPartition]:
     """Every failed partition of every failed partitioned run in the instance, oldest first."""
     out: list[FailedPartition] = []
@@ -148,27 +179,22 @@ def recorded_failures(instance: DagsterInstance) -> list[FailedPartition]:
         if not _is_partitioned(run):
             continue
         failed_at = record.end_time or record.update_timestamp.timestamp()
-        messages = [e.message for e in _events(instance, run.run_id, DagsterEventType.RUN_FAILURE) if e.message]
-        # A run can be failed twice (run monitoring, then the code server); Dagster's default message says nothing.
-        specific = [m for m in messages if GENERIC_RUN_FAILURE not in m]
-        message = (specific or messages or [""])[0]
-        if not specific and process_gone(run.tags):
-            message = _died(run)
-        out += failed_partitions_of_run(instance, run, step_failures(instance, run.run_id), failed_at, message)
+        out += failed_partitions_of_run(instance, run, step_failures(instance, run.run_id), failed_at,
+                                        run_failure_message(instance, run))
     return sorted(out, key=lambda r: (r.failed_at, r.partition))
 
 
 def fail_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
     """Mark failed the unfinished runs whose in-process executor on this host has died; returns them."""
     unfinished = instance.get_runs(RunsFilter(statuses=list(NOT_FINISHED), tags={HOST_TAG: socket.gethostname()}))
-    dead = [r for r in unfinished if process_gone(r.tags)]
+    dead = [r for r in unfinished if process_gone(own_process_tags(instance, r))]
     for run in dead:
-        instance.report_run_failed(run, message=_died(run) + "; marked failed by lhc")
+        instance.report_run_failed(run, message=_died(run.tags) + "; marked failed by lhc")
     return dead
 
 
-def _died(run: DagsterRun) -> str:
-    return (f"the process that ran it (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) ended without finishing the "
+def _died(tags: Mapping[str, str]) -> str:
+    return (f"the process that ran it (pid {tags[PID_TAG]} on {tags[HOST_TAG]}) ended without finishing the "
             "run (killed, out of memory or a restart)")
 
 

@@ -21,6 +21,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunSta
 
 from lhc_assets.cli.home import create_storage, dagster_yaml
 from lhc_assets.operations.backfill import daemon_heartbeat_age, register_input_files
+from lhc_assets.operations.processes import stop_process_tree
 from lhc_assets.physics.partition_keys import partition_key
 from resources.process import PID_TAG
 from resources.storage import StorageResource
@@ -54,14 +55,9 @@ class Deployment:
                                            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop_daemon(self) -> None:
-        if self.daemon is None or self.daemon.poll() is not None:
-            return
-        os.killpg(self.daemon.pid, signal.SIGTERM)
-        try:
-            self.daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.daemon.pid, signal.SIGKILL)
-            self.daemon.wait(timeout=30)
+        """The daemon and everything it started (code server, runs, their JVMs), also what outlived it."""
+        if self.daemon is not None:
+            stop_process_tree(self.daemon, env=("DAGSTER_HOME", str(self.home)))
 
     def add(self, sample: str, src: Path, name: str | None = None) -> str:
         dest = self.data / "incoming" / sample / (name or src.name)
@@ -228,3 +224,36 @@ def test_a_run_killed_in_the_daemon_is_marked_failed_and_retried_with_backfill_f
     assert again.returncode == 0, again.stdout + again.stderr + deployment.daemon_log()
     assert re.search(rf"^\[1/1\] materialized\s+{re.escape(key)}$", again.stdout, re.M), again.stdout
     assert "no failed partitions outstanding" in deployment.cli("lhc", "failures", timeout=120).stdout
+
+
+@pytest.mark.timeout(600)
+def test_lhc_backfill_with_retries_follows_a_killed_run_to_its_retry(deployment: Deployment, generated_files):
+    """One run per file and Dagster's retries: the run killed mid-way is retried by the daemon, and `lhc backfill`
+    says so, then reports the partition materialized by the retry (exit 0, nothing left for `lhc failures`)."""
+    key = partition_key("wjets", generated_files["wjets"].name)
+    with deployment.instance() as instance:
+        before = {r.run_id for r in instance.get_runs()}
+        proc = subprocess.Popen([str(BIN / "lhc"), "backfill", "--partitions", key, "--partitions-per-run", "1",
+                                 "--retries", "1"], cwd=REPO, env=deployment.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            def started():
+                runs = [r for r in instance.get_runs() if r.run_id not in before]
+                return runs and PID_TAG in runs[0].tags and runs[0].status == DagsterRunStatus.STARTED and runs[0]
+
+            run = _wait_for(started, 300, "the backfill's run to start", deployment)
+            os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+            out, _ = proc.communicate(timeout=480)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        runs = [r for r in instance.get_runs() if r.run_id not in before]
+    assert proc.returncode == 0, out + deployment.daemon_log()
+    assert "in 1 run(s), each retried up to 1 time(s)" in out
+    assert re.search(rf"run {run.run_id[:8]} \({re.escape(key)}\) failed, the daemon retries it: .*pid", out), out
+    assert re.search(rf"^\[1/1\] materialized\s+{re.escape(key)}$", out, re.M), out
+    by_id = {r.run_id: r for r in runs}
+    retry = by_id[by_id[run.run_id].tags["dagster/auto_retry_run_id"]]
+    assert by_id[run.run_id].status == DagsterRunStatus.FAILURE and retry.status == DagsterRunStatus.SUCCESS
+    assert retry.tags["dagster/retry_number"] == "1" and len(runs) == 2
+    assert key not in deployment.cli("lhc", "failures", timeout=120).stdout

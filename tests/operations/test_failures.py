@@ -66,3 +66,32 @@ def test_only_failed_partitioned_runs_are_listed(instance):
     _run(instance, "ok", {}, status=DagsterRunStatus.SUCCESS)
     instance.add_run(DagsterRun(job_name="training_data_job", run_id="unpartitioned", status=DagsterRunStatus.FAILURE))
     assert failures.recorded_failures(instance) == []
+
+
+def test_a_retry_is_judged_by_its_own_process_not_the_dead_parents_it_inherited(instance):
+    """Dagster copies the parent's tags into a retry: until the retry's resources replace them they name the
+    killed parent's process, and must not get the retry (alive, just starting) failed and retried again."""
+    from lhc_assets.operations.dagster_internals import LocalRunLauncher
+
+    pid, start = _dead_pid()
+    dead_process = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: str(start)}
+    _run(instance, "killed-parent", dead_process, status=DagsterRunStatus.FAILURE)
+    starting = _run(instance, "retry-starting", {**dead_process, failures.PARENT_RUN_TAG: "killed-parent"})
+    assert failures.own_process_tags(instance, starting).get(PID_TAG) is None
+    launcher = LocalRunLauncher()
+    launcher.register_instance(instance)
+    assert launcher.check_run_worker_health(starting).status.value == "RUNNING"
+    assert failures.fail_dead_runs(instance) == []
+
+    running = instance.add_run_tags("retry-starting", process_tags()) or instance.get_run_by_id("retry-starting")
+    assert failures.own_process_tags(instance, running)[PID_TAG] == str(psutil.Process().pid)
+    assert launcher.check_run_worker_health(running).status.value == "RUNNING"
+
+    other_pid, other_start = _dead_pid()  # the retry's own process died too: that is a death
+    dead_retry = _run(instance, "retry-died", {HOST_TAG: socket.gethostname(), PID_TAG: str(other_pid),
+                                               PID_START_TAG: str(other_start),
+                                               failures.PARENT_RUN_TAG: "killed-parent"})
+    assert launcher.check_run_worker_health(dead_retry).status.value == "FAILED"
+    assert [r.run_id for r in failures.fail_dead_runs(instance)] == ["retry-died"]
+    orphan = _run(instance, "parent-unknown", {**dead_process, failures.PARENT_RUN_TAG: "deleted-run"})
+    assert launcher.check_run_worker_health(orphan).status.value == "RUNNING"

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from lhc_assets.defs.sensors.new_files import (
     SETTLE_ENV,
     new_delphes_files_sensor,
 )
+from lhc_assets.operations.processes import stop_process_tree
 from lhc_assets.physics.partition_keys import partition_key
 
 REPO = Path(__file__).resolve().parents[3]
@@ -284,18 +284,6 @@ def test_ten_thousand_files_tick_is_cheap_and_bounded(harness: Harness):
 # --- end to end: the real daemon -------------------------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the daemon and its children (code server, run processes) by the group we started it in."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_daemon_ingests_a_file_dropped_into_incoming(tmp_path: Path, generated_files: dict[str, Path]):
@@ -345,5 +333,5 @@ def test_daemon_ingests_a_file_dropped_into_incoming(tmp_path: Path, generated_f
         assert runs[0].tags.get("dagster/sensor_name") == "new_delphes_files_sensor"
         assert runs[0].tags.get(INPUT_FILE_TAG) == f"ttbar/{src.name}"
     finally:
-        _stop(daemon)
+        stop_process_tree(daemon, env=("DAGSTER_HOME", str(home)))
         log.close()
