@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,11 +56,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: this tree's package, as for the subprocesses below
 
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance  # noqa: E402
+
 from lhc_assets.defs.partitions import INPUT_FILE_TAG  # noqa: E402
 from lhc_assets.operations import soak  # noqa: E402
+from lhc_assets.operations.backfill import materialized_partitions  # noqa: E402
+from lhc_assets.operations.dagster_internals import backfill_finished, missed_retries  # noqa: E402
 from lhc_assets.operations.failures import own_process_tags  # noqa: E402
 from lhc_assets.operations.local_postgres import LocalPostgres  # noqa: E402
 from lhc_assets.operations.processes import alive, descendants, stop_process_tree, with_environment  # noqa: E402
+from lhc_assets.physics.partition_keys import partition_key  # noqa: E402
+from resources.io_manager import materialized_path  # noqa: E402
+from resources.storage import StorageResource  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TEMPLATE = REPO / "deploy" / "dagster.postgres.yaml"
@@ -109,7 +117,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     return Options(partitions=partitions, sensor_files=sensor, bad_files=bad, events=a.events,
                    kill_fraction=a.kill_fraction, write_share=a.write_share, retries=a.retries, seed=a.seed,
                    monitoring_s=3, start_timeout_s=60, daemon_kill_at=0.25 if a.quick else 0.4,
-                   daemon_down_s=8 if a.quick else 25,
+                   daemon_down_s=5 if a.quick else 25,
                    timeout_s=a.timeout or 600 + 60 * runs, keep_logs=a.keep_logs)
 
 
@@ -123,8 +131,6 @@ class InputFile:
 
     @property
     def key(self) -> str:
-        from lhc_assets.physics.partition_keys import partition_key
-
         return partition_key(self.sample, self.path.name)
 
 
@@ -162,9 +168,6 @@ def table_rows(version: Path | None) -> int | None:
 
 def current_tables(data: Path, keys: list[str]) -> dict[tuple[str, str], tuple[int | None, str]]:
     """(asset, partition) -> (rows, version name) of the current version of each partition."""
-    from resources.io_manager import materialized_path
-    from resources.storage import StorageResource
-
     storage = StorageResource(root=str(data))
     out = {}
     for asset in INGESTION:
@@ -319,6 +322,7 @@ class Soak:
         self.daemon_killed_at: float | None = None
         self.daemon_restarted_at: float | None = None
         self.down_kill_done = self.down_drop_done = False
+        self.stalled: list[str] = []  # failed runs whose announced retry never came
         self.t0 = time.monotonic()
 
     def now(self) -> float:
@@ -334,8 +338,6 @@ class Soak:
         return len(done) / max(1, len(self.backfill_keys))
 
     def run(self) -> None:
-        from lhc_assets.operations.dagster_internals import backfill_finished
-
         deadline = self.t0 + self.opts.timeout_s
         next_runs = 0.0
         runs = []
@@ -349,7 +351,7 @@ class Soak:
                 self._arm(runs)
                 self._daemon(runs)
                 self._drop(runs)
-                if self._finished(runs, backfill_finished):
+                if self._finished(runs):
                     return
             self._fire(runs)
             self._orphans()
@@ -486,21 +488,22 @@ class Soak:
         if self.drops and not waiting_for_outage and self.progress(runs) >= 0.9 * len(self.dropped) / max(1, total):
             self._drop_next()
 
-    def _finished(self, runs, backfill_finished) -> bool:
+    def _finished(self, runs) -> bool:
         if self.drops or self.daemon_restarted_at is None or self.armed:
-            return False
-        backfill = self.instance.get_backfill(self.backfill_id)
-        if backfill is None or not backfill_finished(backfill):
             return False
         if any(r.status.value not in TERMINAL for r in runs):
             return False
+        backfill = self.instance.get_backfill(self.backfill_id)
+        if backfill is None or not backfill_finished(backfill):
+            # Waiting for a retry Dagster announced and never launched would be for ever: stop, and say so.
+            missed = missed_retries(self.instance, older_than_s=120)
+            self.stalled = sorted(r.run_id[:8] for r in missed)
+            return bool(missed)
         requested = {r.tags.get("dagster/partition") for r in runs if r.tags.get("dagster/sensor_name") == SENSOR}
         return all(f.key in requested for f in self.dropped)
 
 
 def materializations(instance) -> list[soak.Materialization]:
-    from dagster import AssetKey, AssetRecordsFilter
-
     out = []
     for asset in INGESTION:
         cursor = None
@@ -523,12 +526,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="lhc-soak-"))
     result: dict = {"benchmark": "soak", "options": {k: v for k, v in asdict(opts).items() if k != "keep_logs"}}
+    postmaster = None
     try:
         with LocalPostgres.started() as pg:
             postmaster = pg.postmaster_pid()
             result.update(run_soak(opts, base, pg))
-        result["postgres_stopped"] = postmaster is None or _ended(postmaster)
+    except Exception as exc:  # still one JSON object, saying what went wrong
+        result["error"] = "".join(traceback.format_exception(exc))[-4000:]
     finally:
+        result["postgres_stopped"] = postmaster is None or _ended(postmaster)
         if opts.keep_logs is not None:
             opts.keep_logs.mkdir(parents=True, exist_ok=True)
             for log in ("daemon.log", "home/storage"):
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = result.get("checks", {})
     if not result["postgres_stopped"]:
         checks["no_process_left"] = {"ok": False, "problems": [f"the PostgreSQL server {postmaster}"]}
-    result["ok"] = bool(checks) and all(c["ok"] for c in checks.values())
+    result["ok"] = "error" not in result and bool(checks) and all(c["ok"] for c in checks.values())
     result["total_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_count"] = os.cpu_count()
     result["python"] = platform.python_version()
@@ -548,8 +554,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_soak(opts: Options, base: Path, pg: LocalPostgres) -> dict:
-    from dagster import DagsterInstance
-
     home, data, stash = base / "home", base / "data", base / "stash"
     os.environ.update(pg.env())  # this process reads the instance too
     env = {**os.environ, **pg.env(), "DAGSTER_HOME": str(home), "LHC_DATA_ROOT": str(data),
@@ -583,8 +587,6 @@ def run_soak(opts: Options, base: Path, pg: LocalPostgres) -> dict:
 
             # Whatever is still not materialized needs a hand: counted, and re-run so the checks see the rest.
             good = keys + [f.key for f in sensor_files]
-            from lhc_assets.operations.backfill import materialized_partitions
-
             manual = sorted(set(good) - materialized_partitions(instance))
             if manual:
                 d.cli("lhc", "backfill", "--partitions", *manual, "--partitions-per-run", "1", "--retries",
@@ -651,10 +653,10 @@ def run_soak(opts: Options, base: Path, pg: LocalPostgres) -> dict:
         "backfill_status": backfill.status.value if backfill else None,
         "wall_seconds": round(soak_s, 1), "reference_run_seconds": round(reference_s, 1),
         "run_seconds_median": round(statistics.median(run_seconds), 1) if run_seconds else None,
-        "manual_reruns": manual,
+        "manual_reruns": manual, "retries_never_launched": loop.stalled,
         "staging_left_after_runs": staging_after_runs, "lhc_gc": gc_output,
         "killed_at_stop": killed_at_stop,
-        "failures_listed": [{"partition": row["partition"], "problem": row["problem"][:300]} for row in listed],
+        "failures_listed": [{"partition": row["partition"], "problem": row["problem"][:600]} for row in listed],
         "deployment": {"instance_yaml_from_template": is_template, "monitoring_interval_s": opts.monitoring_s,
                        "start_timeout_s": opts.start_timeout_s,
                        "storage": storages, "instance_runs": instance_runs,

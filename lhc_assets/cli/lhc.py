@@ -16,7 +16,8 @@
 
 Failures are read from the Dagster instance's runs and events, whichever way the runs were executed. A run
 that this machine executed in-process (``lhc backfill --in-process``, ``make run``) and whose process died is
-marked failed the next time ``lhc backfill`` or ``lhc failures`` runs.
+marked failed the next time ``lhc backfill`` or ``lhc failures`` runs; a failed run the daemon decided to retry
+but never did (``dagster_internals.missed_retries``) is handed back to it then too.
 
 A backfill is submitted to the instance as an asset backfill of raw_events, hlf_features and llf_features and
 executed by the daemon (one run per contiguous range of partitions, i.e. one Spark job over many files), then
@@ -96,12 +97,18 @@ def _storage():
 
 
 def _fail_dead_runs(instance) -> None:
-    from lhc_assets.operations import failures
+    """Repairs of the instance's state: runs left started by a process that died, retries the daemon missed."""
+    from lhc_assets.operations import dagster_internals, failures
     from resources.process import PID_TAG
 
     for run in failures.fail_dead_runs(instance):
         print(f"run {run.run_id[:8]} ({run.job_name}) was left started by a process that died "
               f"(pid {run.tags[PID_TAG]}): marked failed", file=sys.stderr)
+    missed = dagster_internals.missed_retries(instance)
+    if missed and dagster_internals.hand_back_missed_retries(instance, missed):
+        names = ", ".join(r.run_id[:8] for r in missed)
+        print(f"{len(missed)} failed run(s) the daemon was to retry but missed ({names}): handed back to it",
+              file=sys.stderr)
 
 
 def _ui_url() -> str:

@@ -33,10 +33,14 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunSta
 from lhc_assets.defs.ingestion.tables import INGESTION_ASSETS
 from lhc_assets.operations import failures
 from lhc_assets.operations.dagster_internals import (
+    AUTO_RETRY_RUN_ID_TAG,
     MAX_RETRIES_TAG,
+    MISSED_RETRY_S,
     WILL_RETRY_TAG,
     add_asset_backfill,
     backfill_finished,
+    hand_back_missed_retries,
+    missed_retries,
 )
 from resources.process import process_tags
 from resources.storage import StorageResource
@@ -155,6 +159,7 @@ class Progress:
     _cursors: dict[str, int | None] = field(default_factory=dict)
     _runs_done: set[str] = field(default_factory=set)
     retried: set[str] = field(default_factory=set)  # failed runs the daemon retries
+    handed_back: set[str] = field(default_factory=set)  # ... whose retry it missed and was given again
     _failed_since: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -243,6 +248,7 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
         for key in progress.poll_materializations(instance):
             announce(key)
         _follow_failed_runs(instance, progress, runs, retries_enabled, announce, report)
+        _hand_back_missed_retries(instance, progress, runs, report)
         runs_done = all(r.status in TERMINAL_RUN_STATUSES for r in runs)
         if backfill is not None and backfill_finished(backfill) and runs_done:
             # A last look: materializations of the final run may land just before its status changes, and a
@@ -265,6 +271,21 @@ def watch(instance: DagsterInstance, backfill_id: str, keys: Sequence[str], sinc
                    "pending")
             last_note = time.monotonic()
         time.sleep(poll_s)
+
+
+def _hand_back_missed_retries(instance: DagsterInstance, progress: Progress, runs,
+                              report: Callable[[str], None]) -> None:
+    """A retry the daemon announced but never launched (``dagster_internals.missed_retries``) would keep the backfill
+    waiting for ever: it is handed back to the daemon, once per run."""
+    overdue = [r for r in runs if r.run_id in progress.retried and r.run_id not in progress.handed_back
+               and AUTO_RETRY_RUN_ID_TAG not in r.tags and progress.failed_for(r.run_id) > MISSED_RETRY_S]
+    if not overdue:
+        return
+    missed = {r.run_id for r in missed_retries(instance)}
+    overdue = [r for r in overdue if r.run_id in missed]
+    if overdue and hand_back_missed_retries(instance, overdue):
+        progress.handed_back.update(r.run_id for r in overdue)
+        report(f"  the daemon missed the retry of run(s) {', '.join(r.run_id[:8] for r in overdue)}: handed back")
 
 
 def _follow_failed_runs(instance: DagsterInstance, progress: Progress, runs, retries_enabled: bool,
@@ -290,11 +311,11 @@ def _follow_failed_runs(instance: DagsterInstance, progress: Progress, runs, ret
 def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], report: Callable[[str], None],
                            run_config: dict | None = None, defs: Definitions | None = None,
                            verbose: bool = False, partitions_per_run: int | None = None) -> Progress:
-    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions (or per
-    ``partitions_per_run`` partitions of one), reporting
-    each partition as it is materialized or fails (one line each). Dagster's own events reach the console only
-    with ``verbose``; they are always in the instance. The runs carry this process's identity
-    (``failures.process_tags``), so a later ``lhc`` marks them failed if this process dies mid-run.
+    """Materialize the ingestion assets for ``keys`` here, one run per contiguous range of partitions (cut into runs
+    of at most ``partitions_per_run``), reporting each partition as it is materialized or fails (one line each).
+    Dagster's own events reach the console only with ``verbose``; they are always in the instance. The runs carry
+    this process's identity (``failures.process_tags``), so a later ``lhc`` marks them failed if this process dies
+    mid-run.
 
     ``defs`` defaults to the code location as loaded from the environment (its data root)."""
     if defs is None:

@@ -18,6 +18,8 @@ fails when another version is installed, so an upgrade re-checks these calls bef
   the ``DefaultRunLauncher`` cannot answer, so a SIGKILLed run would stay STARTED forever. ``LocalRunLauncher``
   (named in dagster.yaml) answers from the process identity every run records in its tags
   (``resources.process``); the health-check result types are internal.
+* Failing such a run so that Dagster's retry daemon cannot miss it (``report_dead_run``), and handing back to it the
+  retries it missed anyway (``hand_back_missed_retries``): both touch the run storage and the daemon's cursor.
 """
 
 from __future__ import annotations
@@ -183,11 +185,71 @@ def _partitioned_parents_updated(instance: DagsterInstance, asset_graph: Any,
             yield parent, newer[0].partition_key
 
 
+RETRY_CURSOR_KEY = "EVENT_LOG_CONSUMER_CURSOR-PIPELINE_FAILURE"  # the retry daemon's place in the event log
+# A failed run tagged to be retried whose retry does not exist after this long was missed by the retry daemon
+# (which looks every 5 s).
+MISSED_RETRY_S = 60.0
+
+
+def report_dead_run(instance: DagsterInstance, run: DagsterRun, message: str) -> None:
+    """Mark a run whose process died failed, in an order Dagster's retry daemon cannot misread.
+
+    ``instance.report_run_failed`` stores the failure event first and changes the run's status after it; Dagster's
+    retry daemon reads new failure events every few seconds, and one that lands between the two writes sees a run
+    still STARTED, decides it is not to be retried and moves its cursor past the event for good. The run is then
+    tagged ``dagster/will_retry=true`` without ever being retried, and an asset backfill waits for that retry
+    forever (the soak test met it once in 110 runs). Here the status and the retry decision are written first,
+    then the event, which is what the retry daemon reacts to."""
+    import logging
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+
+    current = instance.get_run_by_id(run.run_id)
+    if current is None or current.is_finished:  # it ended meanwhile (run monitoring checks the same)
+        return
+    event = DagsterEvent(event_type_value=DagsterEventType.PIPELINE_FAILURE.value, job_name=run.job_name,
+                         message=message)
+    instance.run_storage.handle_run_event(run.run_id, event)
+    failed = instance.get_run_by_id(run.run_id)
+    if instance.run_retries_enabled and failed is not None:
+        retry = auto_reexecution_should_retry_run(instance, failed, None)
+        instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: str(retry).lower()})
+    instance.report_dagster_event(event, run_id=run.run_id, log_level=logging.ERROR)
+
+
+def missed_retries(instance: DagsterInstance, older_than_s: float = MISSED_RETRY_S) -> list[DagsterRun]:
+    """Failed runs Dagster decided to retry (``dagster/will_retry=true``) whose retry still does not exist."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE],
+                                                  tags={WILL_RETRY_TAG: "true"}))
+    now = time.time()
+    return [r.dagster_run for r in records if AUTO_RETRY_RUN_ID_TAG not in r.dagster_run.tags
+            and now - (r.end_time or r.update_timestamp.timestamp()) > older_than_s]
+
+
+def hand_back_missed_retries(instance: DagsterInstance, runs: Sequence[DagsterRun]) -> bool:
+    """Move the retry daemon's cursor back before the failures of ``runs`` (from ``missed_retries``), so that it
+    reads them again and retries them; True if it moved. Safe for the other failures it reads again: the daemon
+    never retries a run twice (it finds the retry it made) and never retries a run of a finished backfill."""
+    from dagster import DagsterEventType
+
+    ids = [record.storage_id for run in runs
+           for record in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_FAILURE).records]
+    cursor = instance.daemon_cursor_storage.get_cursor_values({RETRY_CURSOR_KEY}).get(RETRY_CURSOR_KEY)
+    if not ids or cursor is None or int(cursor) < min(ids):
+        return False
+    instance.daemon_cursor_storage.set_cursor_values({RETRY_CURSOR_KEY: str(min(ids) - 1)})
+    return True
+
+
 class LocalRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher (runs in processes of the code server), plus a health check for run monitoring:
     a run whose process is gone is reported FAILED, so the daemon marks it failed within ``poll_interval_seconds``.
     A run not yet tagged, or executed on another host, counts as running (run monitoring's timeouts still apply);
-    so does a retry whose tags are still its parent's (``failures.own_process_tags``).
+    so does a retry whose tags are still its parent's (``failures.own_process_tags``). A dead run is failed here, by
+    ``report_dead_run`` (run monitoring then sees it failed and leaves it), so that its retry cannot be missed.
 
     In dagster.yaml::
 
@@ -205,6 +267,9 @@ class LocalRunLauncher(DefaultRunLauncher):
 
         tags = own_process_tags(self._instance, run) if self.has_instance else run.tags
         if process_gone(tags):
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"the process that ran it (pid {tags[PID_TAG]}) "
-                                        "has ended without finishing the run (killed, out of memory or a restart)")
+            message = (f"the process that ran it (pid {tags[PID_TAG]}) has ended without finishing the run "
+                       "(killed, out of memory or a restart)")
+            if self.has_instance:
+                report_dead_run(self._instance, run, f"Run worker died: {message}.")
+            return CheckRunHealthResult(WorkerStatus.FAILED, message)
         return CheckRunHealthResult(WorkerStatus.RUNNING)

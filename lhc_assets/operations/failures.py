@@ -37,6 +37,7 @@ from dagster import (
 
 # Every partitioned asset of the platform is partitioned by input file.
 from lhc_assets.defs.partitions import PARTITIONS_DEF_NAME
+from lhc_assets.operations.dagster_internals import PARENT_RUN_ID_TAG, report_dead_run
 from resources.process import HOST_TAG, PID_START_TAG, PID_TAG, process_gone
 
 FAILED_PARTITIONS_METADATA = "failed_partitions"
@@ -44,7 +45,6 @@ PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 GENERIC_RUN_FAILURE = "marked as failed from outside the execution context"
-PARENT_RUN_TAG = "dagster/parent_run_id"  # on a retry or re-execution: the run it repeats
 PROCESS_TAGS = (HOST_TAG, PID_TAG, PID_START_TAG)
 NOT_FINISHED = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 
@@ -150,7 +150,7 @@ def own_process_tags(instance: DagsterInstance, run: DagsterRun) -> Mapping[str,
     dead when the parent was killed; the retry's own resources replace them once its process runs. Read as the
     retry's, they made run monitoring fail a retry that had just started, and retry it again while it ran on.
     An unknown parent counts as the same process: never fail a run on tags that may not be its own."""
-    parent_id = run.tags.get(PARENT_RUN_TAG)
+    parent_id = run.tags.get(PARENT_RUN_ID_TAG)
     if parent_id is None or PID_TAG not in run.tags:
         return run.tags
     parent = instance.get_run_by_id(parent_id)
@@ -189,7 +189,7 @@ def fail_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
     unfinished = instance.get_runs(RunsFilter(statuses=list(NOT_FINISHED), tags={HOST_TAG: socket.gethostname()}))
     dead = [r for r in unfinished if process_gone(own_process_tags(instance, r))]
     for run in dead:
-        instance.report_run_failed(run, message=_died(run.tags) + "; marked failed by lhc")
+        report_dead_run(instance, run, _died(run.tags) + "; marked failed by lhc")
     return dead
 
 

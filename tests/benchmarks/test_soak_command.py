@@ -56,5 +56,5 @@ def test_quick_soak_on_postgres_ends_complete_with_every_check(tmp_path):
     # The corrupt file: requested once by the sensor, failed, named by `lhc failures` with the problem.
     assert [row["partition"] for row in result["failures_listed"]] == ["qcd/broken_0"]
     assert "broken_0.root" in result["failures_listed"][0]["problem"]
-    assert "truncated" in result["failures_listed"][0]["problem"]
+    assert "cannot read" in result["failures_listed"][0]["problem"]
     assert not list(tmp_path.iterdir())  # its scratch directories are removed

@@ -76,7 +76,7 @@ def test_a_retry_is_judged_by_its_own_process_not_the_dead_parents_it_inherited(
     pid, start = _dead_pid()
     dead_process = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: str(start)}
     _run(instance, "killed-parent", dead_process, status=DagsterRunStatus.FAILURE)
-    starting = _run(instance, "retry-starting", {**dead_process, failures.PARENT_RUN_TAG: "killed-parent"})
+    starting = _run(instance, "retry-starting", {**dead_process, failures.PARENT_RUN_ID_TAG: "killed-parent"})
     assert failures.own_process_tags(instance, starting).get(PID_TAG) is None
     launcher = LocalRunLauncher()
     launcher.register_instance(instance)
@@ -90,8 +90,58 @@ def test_a_retry_is_judged_by_its_own_process_not_the_dead_parents_it_inherited(
     other_pid, other_start = _dead_pid()  # the retry's own process died too: that is a death
     dead_retry = _run(instance, "retry-died", {HOST_TAG: socket.gethostname(), PID_TAG: str(other_pid),
                                                PID_START_TAG: str(other_start),
-                                               failures.PARENT_RUN_TAG: "killed-parent"})
+                                               failures.PARENT_RUN_ID_TAG: "killed-parent"})
     assert launcher.check_run_worker_health(dead_retry).status.value == "FAILED"
-    assert [r.run_id for r in failures.fail_dead_runs(instance)] == ["retry-died"]
-    orphan = _run(instance, "parent-unknown", {**dead_process, failures.PARENT_RUN_TAG: "deleted-run"})
+    assert instance.get_run_by_id("retry-died").status == DagsterRunStatus.FAILURE  # failed by the launcher itself
+    assert failures.fail_dead_runs(instance) == []
+    orphan = _run(instance, "parent-unknown", {**dead_process, failures.PARENT_RUN_ID_TAG: "deleted-run"})
     assert launcher.check_run_worker_health(orphan).status.value == "RUNNING"
+
+
+def test_a_dead_run_is_failed_and_tagged_for_retry_before_the_event_the_retry_daemon_reads():
+    """Dagster's own report stores the failure event before the run's status: a retry daemon reading in between
+    skips the run for good. ``report_dead_run`` writes the status and the retry decision first."""
+    from lhc_assets.operations.dagster_internals import WILL_RETRY_TAG, report_dead_run
+
+    with DagsterInstance.ephemeral(settings={"run_retries": {"enabled": True}}) as instance:
+        seen_at_event = []
+        report = instance.report_dagster_event
+
+        def spy(event, run_id, log_level):
+            run = instance.get_run_by_id(run_id)
+            seen_at_event.append((run.status, run.tags.get(WILL_RETRY_TAG)))
+            return report(event, run_id=run_id, log_level=log_level)
+
+        instance.report_dagster_event = spy
+        run = _run(instance, "dead", {"dagster/max_retries": "1"})
+        report_dead_run(instance, run, "the process died")
+        assert seen_at_event == [(DagsterRunStatus.FAILURE, "true")]
+        assert [e.message for e in failures._events(instance, "dead", failures.DagsterEventType.RUN_FAILURE)] == [
+            "the process died"]
+        no_retries = _run(instance, "dead-no-retries", {})
+        report_dead_run(instance, no_retries, "the process died")
+        assert instance.get_run_by_id("dead-no-retries").tags[WILL_RETRY_TAG] == "false"
+        done = _run(instance, "finished", {}, status=DagsterRunStatus.SUCCESS)
+        report_dead_run(instance, done, "too late")  # it ended meanwhile: left alone
+        assert instance.get_run_by_id("finished").status == DagsterRunStatus.SUCCESS and len(seen_at_event) == 2
+
+
+def test_a_retry_the_daemon_missed_is_handed_back_by_moving_its_cursor():
+    from lhc_assets.operations import dagster_internals as di
+
+    with DagsterInstance.ephemeral(settings={"run_retries": {"enabled": True}}) as instance:
+        run = _run(instance, "missed", {"dagster/max_retries": "1"})
+        di.report_dead_run(instance, run, "the process died")
+        retried = _run(instance, "retried", {"dagster/max_retries": "1"})
+        di.report_dead_run(instance, retried, "the process died")
+        instance.add_run_tags("retried", {di.AUTO_RETRY_RUN_ID_TAG: "its-retry"})
+        assert di.missed_retries(instance) == []  # not yet overdue
+        missed = di.missed_retries(instance, older_than_s=-1)
+        assert [r.run_id for r in missed] == ["missed"]
+        assert not di.hand_back_missed_retries(instance, missed)  # the retry daemon never ran: nothing to move
+        failure_id = instance.get_records_for_run("missed", of_type=failures.DagsterEventType.RUN_FAILURE).records[0]
+        instance.daemon_cursor_storage.set_cursor_values({di.RETRY_CURSOR_KEY: str(failure_id.storage_id + 50)})
+        assert di.hand_back_missed_retries(instance, missed)
+        cursor = instance.daemon_cursor_storage.get_cursor_values({di.RETRY_CURSOR_KEY})[di.RETRY_CURSOR_KEY]
+        assert int(cursor) == failure_id.storage_id - 1
+        assert not di.hand_back_missed_retries(instance, missed)  # already before it
