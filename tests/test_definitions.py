@@ -71,4 +71,5 @@ def test_every_asset_reads_like_the_pipeline_figure():
         references = node.metadata["dagster/code_references"].code_references
         assert references and all(Path(r.file_path).is_file() and r.file_path.startswith(str(REPO / "lhc_assets"))
                                   for r in references), key
-    assert groups == {"ingestion", "features", "datasets", "models", "evaluation", "physics", "operations"}
+    assert groups == {"ingestion", "features", "datasets", "models", "evaluation", "deployment", "physics",
+                      "operations"}

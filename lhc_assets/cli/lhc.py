@@ -11,6 +11,8 @@
     lhc failures [--all] [--json]         failed partitions not materialized since (--all: every failure)
     lhc gc [--keep N]                     remove staging left by dead runs and versions older than the
                                           N previous ones (default LHC_KEEP_VERSIONS, 1); report the space
+    lhc trigger-menu [--source onnx] [--efficiency E] [--input-rate-hz R] [--composition ...]
+                                          the ttbar cut per target efficiency and the rates per class it keeps
 
 Failures are read from the Dagster instance's runs and events, whichever way the runs were executed. A run
 that this machine executed in-process (``lhc backfill --in-process``, ``make run``) and whose process died is
@@ -30,6 +32,7 @@ import sys
 import time
 from datetime import datetime
 
+from lhc_assets.cli import trigger_menu
 from lhc_assets.physics.schema import SAMPLES
 
 UI_URL_ENV = "LHC_UI_URL"
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="remove staging of dead runs and old versions under the data root")
     g.add_argument("--keep", type=int, default=None, help="previous versions kept per table/model/report "
                    "(default: LHC_KEEP_VERSIONS, else 1)")
+    trigger_menu.add_parser(sub)
     return p
 
 
@@ -216,6 +220,8 @@ def _size(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "trigger-menu":
+        return trigger_menu.run(args, _storage())
     return {"backfill": cmd_backfill, "failures": cmd_failures, "gc": cmd_gc}[args.command](args)
 
 

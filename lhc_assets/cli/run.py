@@ -274,7 +274,7 @@ def materialize_models(run_config: dict, defs: Definitions | None = None,
         print("models: up to date with the training data")
         return True
     print(f"models: hyperparameter search, {len(KERAS_MODELS)} Keras classifiers, random forest, Spark scoring, "
-          f"evaluation ({_why(stale)})")
+          f"evaluation, ONNX export ({_why(stale)})")
     result = defs.resolve_job_def("models_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config={**QUIET, **run_config})
     _report_failures(result)
@@ -396,6 +396,27 @@ def print_summary(storage, instance: DagsterInstance | None = None) -> None:
               f"{len(SAMPLES)} classes (Petastorm datasets: train_set, test_set, hlf_train_set, hlf_test_set)")
     print(f"  warehouse: {storage.warehouse}")
     print_model_comparison()
+    print_deployment(storage)
+
+
+def print_deployment(storage) -> None:
+    """The ONNX export's parity and latency per model, and the trigger menu's headline at 99 % ttbar efficiency."""
+    import json
+
+    from lhc_assets.cli import trigger_menu
+    from resources.model_io_manager import ModelNotTrained, model_ref
+
+    try:
+        manifest = json.loads(model_ref(storage, "onnx_models").path.read_text())
+    except ModelNotTrained:
+        return
+    print(f"\n  ONNX export (onnx_models; ONNX Runtime, one thread): {'max |ONNX - Keras|':>18s} {'ms/event':>9s} "
+          f"{'events/s (1,024)':>17s}")
+    for name, m in manifest["models"].items():
+        print(f"  {name:30s} {m['max_abs_difference']:18.1e} {m['onnx']['latency_ms_batch1']:9.3f} "
+              f"{m['onnx']['events_per_s_batch1024']:17,.0f}")
+    print("\n  trigger menu at 99 % ttbar efficiency (lhc trigger-menu; the study's single-lepton stream at 1 kHz):")
+    trigger_menu.print_headlines(storage, [0.99], indent="  ")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,7 @@ TINY = {"ops": {
     "image_classifier": {"config": {"epochs": 1, "batch_size": 32, "eta_bins": 16, "phi_bins": 12,
                                     "filters": [4, 8], "dense_units": 8}},
     "random_forest_baseline": {"config": {"num_trees": 5, "max_depth": 3}},
+    "onnx_models": {"config": {"timing_events": 32, "timing_seconds": 0.05}},
 }}
 
 
@@ -112,7 +113,25 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
     assert all(r["signal_efficiency"] >= r["signal_efficiency_target"] - 0.05 for r in trigger)
     checks = {e.event_specific_data.check_name for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf"}
+    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf", "onnx_matches_keras"}
+    assert all(e.event_specific_data.passed for e in result.all_events
+               if e.event_type_value == "ASSET_CHECK_EVALUATION"
+               and e.event_specific_data.check_name == "onnx_matches_keras")
+
+    # Every Keras classifier exported to ONNX in one version; ONNX Runtime's test-split probabilities are the ones
+    # Spark computed with Keras (same events, same order), and the manifest times both runtimes.
+    onnx_dir = models_root / "onnx_models" / _current_name(models_root, "onnx_models")
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(
+        ["manifest.json", *(f"{m}.onnx" for m in KERAS_MODELS), *(f"{m}.scores.parquet" for m in KERAS_MODELS)])
+    manifest = platform.defs.load_asset_value("onnx_models", instance=platform.instance)
+    for name in KERAS_MODELS:
+        entry = manifest["models"][name]
+        assert entry["max_abs_difference"] < 1e-5 and entry["onnx"]["latency_ms_batch1"] > 0, name
+        onnx_scores = pq.read_table(onnx_dir / entry["scores"]).column("probabilities").to_pylist()
+        if name != "hlf_classifier":  # reads hlf_test_set, not test_set
+            assert entry["events"] == len(test)
+            np.testing.assert_allclose(np.asarray(onnx_scores), np.stack(scores[name].to_numpy()), atol=1e-5)
+    assert _metadata(platform, "onnx_models")["max_abs_difference"] < 1e-5
     # The model says how many rows it reads; scoring above fed it exactly those.
     assert _metadata(platform, "particle_sequence_classifier")["sequence_steps"] == 801
     assert _metadata(platform, "inclusive_classifier")["sequence_steps"] == 128
