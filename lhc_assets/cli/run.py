@@ -71,6 +71,7 @@ QUICK_MODELS_RUN_CONFIG = {"ops": {
     "inclusive_classifier": {"config": {"epochs": 1}},
     "image_classifier": {"config": {"epochs": 1, "eta_bins": 32, "phi_bins": 20, "filters": [4, 8]}},
     "random_forest_baseline": {"config": {"num_trees": 10, "max_depth": 5}},
+    "onnx_models": {"config": {"timing_events": 64, "timing_seconds": 0.1}},
 }}
 
 

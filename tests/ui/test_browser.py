@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "images"
-GROUPS = {"ingestion", "features", "datasets", "models", "evaluation", "physics", "operations"}
+GROUPS = {"ingestion", "features", "datasets", "models", "evaluation", "deployment", "physics", "operations"}
 CHROMIUM_ENV = "LHC_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1600, "height": 1000}
