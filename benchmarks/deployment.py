@@ -96,7 +96,30 @@ def main() -> None:
 
 
 def _fpga(model, x, labels, directory: Path, quick: bool) -> dict:
-    return {}
+    """hls4ml's C simulation of the HLF classifier at the scanned precisions: compile seconds, events/s, and the
+    physics figures of the scan (AUC and rejection against float) on the same events."""
+    from lhc_assets.ml.deployment.fpga import DEFAULT_PRECISIONS, scan_precisions
+
+    precisions = DEFAULT_PRECISIONS[:1] if quick else DEFAULT_PRECISIONS
+    scan = scan_precisions(model, x, labels, precisions, work_dir=directory)
+    return {
+        "events": scan.n_events, "chosen_precision": scan.choice.precision, "choice": scan.choice.reason,
+        "compile_wall_seconds": round(scan.timings["compile_wall_seconds"], 1),
+        "float": {"events_per_s": round(scan.float_model.events_per_second), "auc": scan.float_model.auc,
+                  "rejection": _rejections(scan.float_model)},
+        "precisions": {r.precision: {"c_simulation_events_per_s": round(r.events_per_second),
+                                     "compile_seconds": round(r.compile_seconds, 1), "auc": r.auc,
+                                     "rejection": _rejections(r), "max_abs_diff": r.max_abs_diff,
+                                     "dsp_multiplications": r.resources.dsp_multiplications,
+                                     "weight_bits": r.resources.weight_bits}
+                       for r in scan.fixed},
+    }
+
+
+def _rejections(result) -> dict[str, list]:
+    """efficiency -> rejection of each background (None: no background event passes)."""
+    return {f"{p['signal_efficiency_target']:.2f}": [b["rejection"] for b in p["background"].values()]
+            for p in result.rejection}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     lhc trigger-menu                                   every model of event_scores, 99 / 95 / 90 % of ttbar
     lhc trigger-menu --model inclusive_classifier --efficiency 0.99
     lhc trigger-menu --source onnx                     ONNX Runtime's scores (onnx_models) instead of Keras'
+    lhc trigger-menu --source fpga                     the HLF classifier at each scanned fixed-point precision
     lhc trigger-menu --input-rate-hz 400 --composition qcd=36.2,ttbar=0.4,wjets=63.4 [--json]
 
 Efficiencies are measured on the test split; rates are the input stream's (default: the study's single-lepton
@@ -19,7 +20,8 @@ from typing import Any
 
 from lhc_assets.physics.schema import LABEL_NAMES, SAMPLES
 
-SOURCES = ("event_scores", "onnx")
+# Where scores come from: the Keras scores computed in Spark, or an export asset's test-split scores.
+SOURCES = {"event_scores": None, "onnx": "onnx_models", "fpga": "fpga_hlf_classifier"}
 SIGNAL = LABEL_NAMES[SAMPLES["ttbar"]]
 SAMPLE_TO_CLASS = {sample: LABEL_NAMES[index] for sample, index in SAMPLES.items()}
 # numpy and the trigger module (which brings matplotlib through ml.evaluation) are imported by run() only: every
@@ -29,8 +31,9 @@ SAMPLE_TO_CLASS = {sample: LABEL_NAMES[index] for sample, index in SAMPLES.items
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("trigger-menu", help="ttbar score cuts for target efficiencies and the rates they let through",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--source", choices=SOURCES, default="event_scores",
-                   help="event_scores (Keras, in Spark; default) or onnx (ONNX Runtime, from onnx_models)")
+    t.add_argument("--source", choices=list(SOURCES), default="event_scores",
+                   help="event_scores (Keras, in Spark; default), onnx (ONNX Runtime, from onnx_models) or fpga "
+                   "(hls4ml's C simulation per precision, from fpga_hlf_classifier)")
     t.add_argument("--model", action="append", help="a model (repeatable; default: every model of the source)")
     t.add_argument("--efficiency", action="append", type=float, help="target ttbar efficiency (repeatable; "
                    "default 0.99, 0.95, 0.90)")
@@ -56,16 +59,17 @@ def _event_scores(storage) -> dict[str, tuple[Any, Any]]:
     return {m: (labels, np.asarray(table.column(m).to_pylist(), np.float64)) for m in models}
 
 
-def _onnx_scores(storage) -> dict[str, tuple[Any, Any]]:
+def _exported_scores(storage, asset: str) -> dict[str, tuple[Any, Any]]:
+    """The test-split scores an export asset published beside its models (its manifest's "models")."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from resources.model_io_manager import ModelNotTrained, model_ref
 
     try:
-        manifest_path: Path = model_ref(storage, "onnx_models").path
+        manifest_path: Path = model_ref(storage, asset).path
     except ModelNotTrained:
-        raise LookupError("onnx_models has not been materialized: run `make run` (or materialize it)") from None
+        raise LookupError(f"{asset} has not been materialized: materialize it (deployment_job)") from None
     manifest = json.loads(manifest_path.read_text())
     out = {}
     for name, entry in manifest["models"].items():
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace, storage) -> int:
         rate = DEFAULT_INPUT_RATE_HZ if args.input_rate_hz is None else args.input_rate_hz
         stream = InputStream(rate, parse_composition(args.composition, SAMPLE_TO_CLASS)
                              if args.composition else InputStream().composition)
-        scores = (_onnx_scores if args.source == "onnx" else _event_scores)(storage)
+        asset = SOURCES[args.source]
+        scores = _exported_scores(storage, asset) if asset else _event_scores(storage)
     except (ValueError, LookupError) as exc:
         print(f"lhc trigger-menu: {exc}", file=sys.stderr)
         return 2

@@ -67,6 +67,8 @@ def test_usage_problems_are_one_line_naming_the_cause(scores_root, tmp_path, cap
     assert "class=weight, got 'ttbar'" in capsys.readouterr().err
     assert main(["trigger-menu", "--source", "onnx"]) == 2
     assert "onnx_models has not been materialized" in capsys.readouterr().err
+    assert main(["trigger-menu", "--source", "fpga"]) == 2
+    assert "fpga_hlf_classifier has not been materialized" in capsys.readouterr().err
     monkeypatch.setenv("LHC_DATA_ROOT", str(tmp_path / "empty"))
     assert main(["trigger-menu"]) == 2
     assert "event_scores has not been materialized" in capsys.readouterr().err

@@ -37,7 +37,8 @@ class OnnxExportConfig(Config):
     timing_seconds: float = Field(default=1.0, gt=0.0, description="Minimum seconds of batch-1,024 calls per runtime.")
 
 
-def _scores_table(labels, probabilities) -> pa.Table:
+def scores_table(labels, probabilities) -> pa.Table:
+    """Class index and (N, classes) probabilities as a Parquet-ready table (what lhc trigger-menu reads)."""
     flat = pa.array(probabilities.astype("float32").ravel())
     return pa.table({"label": pa.array(labels.astype("int32")),
                      "probabilities": pa.FixedSizeListArray.from_arrays(flat, probabilities.shape[1]).cast(
@@ -73,7 +74,7 @@ def onnx_models(context: AssetExecutionContext, config: OnnxExportConfig, storag
             x, labels = load_arrays(inputs[spec.test_set].path, spec.inputs, config.max_events)
             exported = export_classifier(name, load(inputs[name].path), x, labels, out, config.timing_events,
                                          config.timing_seconds)
-            pq.write_table(_scores_table(exported.labels, exported.probabilities), out / f"{name}{SCORES_SUFFIX}")
+            pq.write_table(scores_table(exported.labels, exported.probabilities), out / f"{name}{SCORES_SUFFIX}")
             manifest["models"][name] = {**exported.summary(), "scores": f"{name}{SCORES_SUFFIX}",
                                         "keras_model": str(inputs[name].path), "test_set": spec.test_set}
             events += exported.events
