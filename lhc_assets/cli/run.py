@@ -423,30 +423,38 @@ def print_summary(storage, instance: DagsterInstance | None = None) -> None:
     print_deployment(storage)
 
 
-def print_deployment(storage) -> None:
-    """The ONNX export's parity and latency per model, and the trigger menu's headline at 99 % ttbar efficiency."""
+def _manifest(storage, asset: str) -> dict | None:
+    """An export asset's manifest.json (onnx_models, fpga_hlf_classifier), None if it was never materialized."""
     import json
 
-    from lhc_assets.cli import trigger_menu
     from resources.model_io_manager import ModelNotTrained, model_ref
 
     try:
-        manifest = json.loads(model_ref(storage, "onnx_models").path.read_text())
+        return json.loads(model_ref(storage, asset).path.read_text())
     except ModelNotTrained:
-        return
-    print(f"\n  ONNX export (onnx_models; ONNX Runtime, one thread): {'max |ONNX - Keras|':>18s} {'ms/event':>9s} "
-          f"{'events/s (1,024)':>17s}")
-    for name, m in manifest["models"].items():
-        print(f"  {name:30s} {m['max_abs_difference']:18.1e} {m['onnx']['latency_ms_batch1']:9.3f} "
-              f"{m['onnx']['events_per_s_batch1024']:17,.0f}")
-    print("\n  trigger menu at 99 % ttbar efficiency (lhc trigger-menu; the study's single-lepton stream at 1 kHz):")
-    trigger_menu.print_headlines(storage, [0.99], indent="  ")
-    try:
-        fpga = json.loads(model_ref(storage, "fpga_hlf_classifier").path.read_text())
-    except ModelNotTrained:
-        return
-    print(f"\n  FPGA emulation of the HLF classifier (fpga_hlf_classifier): chosen precision "
-          f"{fpga['chosen_precision'] or 'none'}: {fpga['scan']['choice']['reason']}")
+        return None
+
+
+def print_deployment(storage) -> None:
+    """The ONNX export's parity and latency per model, the trigger menu's headline at 99 % ttbar efficiency, and the
+    FPGA emulation's chosen precision."""
+    from lhc_assets.cli import trigger_menu
+
+    onnx = _manifest(storage, "onnx_models")
+    if onnx:
+        print(f"\n  ONNX export (onnx_models; ONNX Runtime, one thread): {'max |ONNX - Keras|':>18s} "
+              f"{'ms/event':>9s} {'events/s (1,024)':>17s}")
+        for name, m in onnx["models"].items():
+            print(f"  {name:30s} {m['max_abs_difference']:18.1e} {m['onnx']['latency_ms_batch1']:9.3f} "
+                  f"{m['onnx']['events_per_s_batch1024']:17,.0f}")
+        print("\n  trigger menu at 99 % ttbar efficiency (lhc trigger-menu; the study's single-lepton stream, "
+              "1 kHz):")
+        trigger_menu.print_headlines(storage, [0.99], indent="  ")
+    fpga = _manifest(storage, "fpga_hlf_classifier")
+    if fpga:
+        print(f"\n  FPGA emulation of the HLF classifier (fpga_hlf_classifier): chosen precision "
+              f"{fpga['chosen_precision'] or 'none'}: {fpga['scan']['choice']['reason']}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
