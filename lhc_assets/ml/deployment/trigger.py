@@ -69,6 +69,14 @@ class WorkingPoint:
     efficiency: dict[str, float]  # per class, measured on the labelled sample
     input_hz: dict[str, float]  # per class, before the cut
     output_hz: dict[str, float]  # per class, after it
+    events: dict[str, int] = field(default_factory=dict)  # per class, in the labelled sample the efficiencies are from
+
+    def rate_limit_hz(self, name: str) -> float | None:
+        """For a class none of whose sample events pass: the rate one passing event would mean (an upper bound of
+        the order of the true rate, which the sample cannot resolve); None otherwise."""
+        if self.output_hz[name] > 0 or not self.events.get(name):
+            return None
+        return self.input_hz[name] / self.events[name]
 
     @property
     def total_input_hz(self) -> float:
@@ -81,7 +89,8 @@ class WorkingPoint:
     def as_dict(self) -> dict:
         return {"model": self.model, "target_efficiency": self.target_efficiency, "threshold": self.threshold,
                 "efficiency": self.efficiency, "input_hz": self.input_hz, "output_hz": self.output_hz,
-                "total_input_hz": self.total_input_hz, "total_output_hz": self.total_output_hz,
+                "events": self.events, "total_input_hz": self.total_input_hz,
+                "total_output_hz": self.total_output_hz,
                 "rate_reduction": self.total_input_hz / self.total_output_hz if self.total_output_hz else None}
 
 
@@ -119,12 +128,13 @@ def trigger_menu(labels: np.ndarray, probabilities: Mapping[str, np.ndarray], cl
             eff = {name: float(np.mean(score[labels == c] >= cut)) if counts[name] else 0.0
                    for c, name in enumerate(names)}
             menu.append(WorkingPoint(model, float(target), cut, eff, input_hz,
-                                     {name: input_hz[name] * eff[name] for name in names}))
+                                     {name: input_hz[name] * eff[name] for name in names}, counts))
     return menu
 
 
 def menu_table(menu: Sequence[WorkingPoint], class_names: Sequence[str]) -> str:
-    """A markdown table: one row per model and target efficiency, rates in Hz per class and in total."""
+    """A markdown table: one row per model and target efficiency, rates in Hz per class and in total; a class none of
+    whose events pass shows "< r", r the rate of one passing event (the sample does not resolve less)."""
     names = list(class_names)
     head = ("| model | ttbar eff. target | cut | " + " | ".join(f"{n} eff." for n in names) + " | "
             + " | ".join(f"{n} Hz" for n in names) + " | total Hz | reduction |")
@@ -134,7 +144,7 @@ def menu_table(menu: Sequence[WorkingPoint], class_names: Sequence[str]) -> str:
         lines.append(
             f"| {p.model} | {p.target_efficiency:.2f} | {p.threshold:.4g} | "
             + " | ".join(f"{p.efficiency[n]:.4f}" for n in names) + " | "
-            + " | ".join(f"{p.output_hz[n]:.3g}" for n in names)
+            + " | ".join(_rate(p, n) for n in names)
             + f" | {p.total_output_hz:.4g} | {'-' if reduction is None else f'{reduction:.3g}x'} |")
     return "\n".join(lines)
 
@@ -143,3 +153,8 @@ def headline(point: WorkingPoint, signal: str = "ttbar") -> str:
     """One sentence a physicist quotes."""
     return (f"{point.model}: keep {100 * point.efficiency[signal]:.1f} % of {signal} at {point.total_output_hz:.4g} "
             f"Hz instead of {point.total_input_hz:.4g} Hz (cut {point.threshold:.4g} on the {signal} probability)")
+
+
+def _rate(point: WorkingPoint, name: str) -> str:
+    limit = point.rate_limit_hz(name)
+    return f"< {limit:.2g}" if limit is not None else f"{point.output_hz[name]:.3g}"

@@ -44,9 +44,12 @@ def test_the_cut_keeps_the_target_fraction_of_ttbar_and_the_rates_follow_the_str
     # 50 %: cut 0.96; nothing of QCD passes, one W+jets (0.99).
     assert p50.threshold == pytest.approx(0.96)
     assert p50.output_hz == pytest.approx({"QCD": 0.0, "ttbar": 10.0, "W+jets": 30.0})
+    # No QCD event of the 10 passes: the sample resolves no rate below one event's, 60 Hz / 10.
+    assert p50.rate_limit_hz("QCD") == pytest.approx(6.0) and p50.rate_limit_hz("W+jets") is None
+    assert p50.as_dict()["events"] == {"QCD": 10, "ttbar": 10, "W+jets": 4}
     assert "keep 90.0 % of ttbar at 84 Hz instead of 200 Hz" in headline(p90)
     table = menu_table(menu, CLASSES)
-    assert table.count("\n") == 3 and "| m | 0.90 | 0.92 |" in table
+    assert table.count("\n") == 3 and "| m | 0.90 | 0.92 |" in table and "| < 6 | 10 | 30 |" in table
 
 
 def test_default_stream_is_the_studys_composition_and_bad_input_is_named():
