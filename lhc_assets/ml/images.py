@@ -232,7 +232,9 @@ def plot_class_images(images: np.ndarray, labels: np.ndarray, class_names: list[
         rows += [(f"{name}: one event", images[k]) for k in np.flatnonzero(labels == c)[:examples]]
     fig = Figure(figsize=(2.2 * N_CHANNELS, 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), N_CHANNELS, squeeze=False)
-    extent = (-grid.eta_max, grid.eta_max, -math.pi, math.pi)
+    # Column phi_bins // 2 is centred on the lepton, so the columns' edges sit half a column off +-pi.
+    low = -(grid.phi_bins // 2 + 0.5) * 2.0 * math.pi / grid.phi_bins
+    extent = (-grid.eta_max, grid.eta_max, low, low + 2.0 * math.pi)
     for r, (title, image) in enumerate(rows):
         for ch, channel in enumerate(CHANNELS):
             ax = axes[r][ch]
