@@ -229,16 +229,27 @@ def chromium() -> str | None:
     return shutil.which(os.environ.get(CHROMIUM_ENV, DEFAULT_CHROMIUM))
 
 
+def _shows(label: str, count: int | None = None) -> re.Pattern:
+    """The exact text of a label, its count in place of ``{}`` however the page writes the number: it writes
+    both "10,000 Partitions Selected" and "Materialized (1000)"."""
+    number = "" if count is None else rf"{count:,}".replace(",", ",?")
+    return re.compile("^" + number.join(re.escape(part) for part in label.split("{}")) + "$")
+
+
 def browser_loads(executable: str, port: int, n: int, first_key: str, materialized: int, failed: int,
-                  loads: int) -> dict:
+                  loads: int, timeout_s: float = 600.0) -> dict:
     """Load the Partitions tab of raw_events ``loads`` times, each in a fresh browser context (no cache): seconds
     until the page shows the partition count, the materialized and failed counts and the first partition of the
-    list; the JS heap then, and the seconds the main thread spent in scripts and in all tasks."""
+    list; the JS heap then, and the seconds the main thread spent in scripts and in all tasks. A load that does
+    not show them within ``timeout_s`` ends the loads with ``browser_error`` (and the page's text)."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect, sync_playwright
 
     url = f"http://127.0.0.1:{port}/assets/raw_events?view=partitions"
-    shown = (f"{n:,} Partitions Selected", f"Materialized ({materialized:,})", f"Failed ({failed:,})", first_key)
+    shown = [_shows("{} Partitions Selected", n), _shows("Materialized ({})", materialized),
+             _shows("Failed ({})", failed), _shows(first_key)]
     seconds, heap, script, task, nodes = [], [], [], [], []
+    out: dict = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
         try:
@@ -251,9 +262,16 @@ def browser_loads(executable: str, port: int, n: int, first_key: str, materializ
                     cdp = context.new_cdp_session(page)
                     cdp.send("Performance.enable")
                     t0 = time.perf_counter()
-                    page.goto(url, timeout=600_000)
-                    for text in shown:
-                        expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=600_000)
+                    try:
+                        page.goto(url, timeout=timeout_s * 1000)
+                        for pattern in shown:
+                            expect(page.get_by_text(pattern).first).to_be_visible(timeout=timeout_s * 1000)
+                    except (AssertionError, PlaywrightError) as exc:
+                        text = "(no text: the page does not answer)"
+                        with contextlib.suppress(PlaywrightError):
+                            text = " ".join(page.inner_text("body", timeout=10_000).split())[:600]
+                        out["browser_error"] = f"{str(exc).splitlines()[0][:300]}; the page shows: {text}"
+                        break
                     seconds.append(time.perf_counter() - t0)
                     metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
                     heap.append(metrics["JSHeapUsedSize"] / 2**20)
@@ -264,12 +282,14 @@ def browser_loads(executable: str, port: int, n: int, first_key: str, materializ
                     context.close()
         finally:
             browser.close()
-    return {"browser_load_seconds": round(statistics.median(seconds), 2),
-            "browser_load_all_seconds": [round(s, 2) for s in seconds],
-            "browser_js_heap_mb": round(max(heap), 1),
-            "browser_script_seconds": round(statistics.median(script), 2),
-            "browser_task_seconds": round(statistics.median(task), 2),
-            "browser_dom_nodes": max(nodes)}
+    if seconds:
+        out.update(browser_load_seconds=round(statistics.median(seconds), 2),
+                   browser_load_all_seconds=[round(s, 2) for s in seconds],
+                   browser_js_heap_mb=round(max(heap), 1),
+                   browser_script_seconds=round(statistics.median(script), 2),
+                   browser_task_seconds=round(statistics.median(task), 2),
+                   browser_dom_nodes=max(nodes))
+    return out
 
 
 class LogFollower:

@@ -66,6 +66,7 @@ def test_a_small_partition_count_is_measured_end_to_end(tmp_path):
         len(materialized), sum(len(k) for k in failed_ranges))
 
     # The browser saw the page with those counts (it waits for them), and the page's figures are read.
+    assert "browser_error" not in r, r["browser_error"]
     assert r["browser_load_seconds"] > 0 and len(r["browser_load_all_seconds"]) == 1
     assert r["browser_js_heap_mb"] > 0 and r["browser_script_seconds"] > 0 and r["browser_dom_nodes"] > 0
 
@@ -114,3 +115,13 @@ def test_the_daemon_log_gives_evaluations_and_sensor_ticks():
     assert log.iteration_seconds() == [16.0]
     # One tick inside [4, 20]; the longest gap spans 9 -> 30.
     assert log.ticks_during(log.started[0], log.finished[0]) == (1, 21.0)
+
+
+def test_the_browser_matches_counts_as_the_page_writes_them():
+    bench = _benchmark()
+    assert bench._shows("{} Partitions Selected", 10_000).match("10,000 Partitions Selected")
+    assert bench._shows("Materialized ({})", 1_000).match("Materialized (1000)")
+    assert bench._shows("Materialized ({})", 1_000).match("Materialized (1,000)")
+    assert not bench._shows("Materialized ({})", 1_000).match("Materialized (10000)")
+    assert bench._shows("qcd/qcd_seed7_000000").match("qcd/qcd_seed7_000000")
+    assert not bench._shows("Failed ({})", 4).match("Failed (40)")
