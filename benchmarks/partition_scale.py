@@ -22,12 +22,12 @@ creates stay queued, so nothing executes), then
   while the runs work. With the ingestion's single-run policy the N contiguous partitions are one run;
   creating it writes one materialization-planned event per asset and partition (3 N). Reported
   (``daemon_*``): seconds until the run exists and until the first evaluation is over, each evaluation's
-  seconds (from the daemon's log, 1 s resolution), runs created, planned events written, the backfill's
-  status, the daemon's CPU seconds and peak RSS (``VmHWM``) and its code server's peak RSS, the sensor's
-  ticks during the first evaluation (its interval is 5 s here) and the longest gap between them, the largest
-  age of the backfill and sensor daemons' heartbeats, and ``progress`` samples (seconds, planned events so
-  far, daemon RSS MB) every 30 s. A daemon that has not finished by ``--daemon-timeout`` is stopped and
-  reported with ``daemon_finished: false``;
+  seconds (from the daemon's log, 1 s resolution), runs created (their statuses, and the message of a run
+  that failed), planned events written, the backfill's status, the daemon's CPU seconds and peak RSS
+  (``VmHWM``) and its code server's peak RSS, the sensor's ticks during the first evaluation (its interval is
+  5 s here) and the longest gap between them, the largest age of the backfill and sensor daemons'
+  heartbeats, and ``progress`` samples (seconds, planned events so far, daemon RSS MB) every 30 s. A daemon
+  that has not finished by ``--daemon-timeout`` is stopped and reported with ``daemon_finished: false``;
 * the same backfill on a fresh instance, evaluated by a daemon with
   ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`` set: Dagster's switch for one planned event per asset
   of a run over a range instead of one per asset and partition (``daemon_subset_*``).
@@ -404,7 +404,7 @@ def daemon_backfill(env: dict, home: Path, backfill_id: str, iterations: int, ti
                     prefix: str = "daemon_") -> dict:
     """Run ``dagster-daemon`` until its backfill daemon has evaluated the backfill ``iterations`` times (or
     ``timeout_s`` passes); what it did meanwhile, under keys starting with ``prefix``."""
-    from dagster import DagsterInstance, RunsFilter
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
     log_path = home.parent / f"{home.name}-daemon.log"
     follower, log = LogFollower(log_path), DaemonLog(backfill_id)
@@ -454,6 +454,10 @@ def daemon_backfill(env: dict, home: Path, backfill_id: str, iterations: int, ti
             backfill = instance.get_backfill(backfill_id)
             status = backfill.status.value if backfill else None
             run_statuses = sorted({r.status.value for r in instance.get_runs(RunsFilter(run_ids=run_ids))})
+            # Why a run failed before it could start (run monitoring's start timeout, say).
+            run_failures = sorted({" ".join((r.event_log_entry.dagster_event.message or "").split())[:200]
+                                   for run_id in run_ids for r in instance.get_records_for_run(
+                                       run_id, of_type=DagsterEventType.RUN_FAILURE).records})
     finally:
         _stop(proc)
     planned = sum(_planned_events(home, r) or 0 for r in run_ids)  # the daemon has stopped writing
@@ -472,6 +476,7 @@ def daemon_backfill(env: dict, home: Path, backfill_id: str, iterations: int, ti
         "iteration_all_seconds": [round(x) for x in log.iteration_seconds()],
         "runs_created": len(run_ids),
         "run_statuses": run_statuses,
+        "run_failures": run_failures,
         "planned_events": planned,
         # The rate of the run's creation: planned events over the time from the run's record to the evaluation's end.
         "planned_events_per_second": (round(planned / max(end_s - run_created_s, 1.0), 1)

@@ -76,6 +76,7 @@ def test_a_small_partition_count_is_measured_end_to_end(tmp_path):
         assert r[f"{prefix}backfill_seconds"] > 0 and r[f"{prefix}ready_seconds"] > 0
         assert r[f"{prefix}run_created_seconds"] > 0
         assert r[f"{prefix}runs_created"] == 1 and r[f"{prefix}run_statuses"] == ["QUEUED"]
+        assert r[f"{prefix}run_failures"] == []
         assert r[f"{prefix}planned_events"] == planned  # one per asset and partition, or one per asset
         assert r[f"{prefix}backfill_status"] == "REQUESTED"
         assert r[f"{prefix}peak_rss_mb"] > 0 and r[f"{prefix}code_server_peak_rss_mb"] > 0
