@@ -101,12 +101,13 @@ def _select(args, instance, storage) -> list[str] | None:
     if new:
         print(f"registered {len(new)} new input file(s) as partitions")
     ordered = list(instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME))
+    known = set(ordered)  # membership per key: a list would make --partitions with many keys quadratic
     if args.all:
         wanted = set(ordered)
     elif args.sample:
         wanted = {k for k in ordered if k.split("/", 1)[0] in args.sample}
     elif args.partitions:
-        unknown = [k for k in args.partitions if k not in ordered]
+        unknown = [k for k in args.partitions if k not in known]
         if unknown:
             print(f"lhc backfill: unknown partition(s): {', '.join(unknown)} (no such file under "
                   f"{storage.incoming}; keys are <sample>/<file stem>, listed in the UI)", file=sys.stderr)
@@ -114,7 +115,7 @@ def _select(args, instance, storage) -> list[str] | None:
         wanted = set(args.partitions)
     else:
         wanted = {r.partition for r in failures.outstanding(instance, failures.recorded_failures(instance))}
-        wanted &= set(ordered)
+        wanted &= known
     if args.missing:
         wanted -= backfill.materialized_partitions(instance)
     return [k for k in ordered if k in wanted]

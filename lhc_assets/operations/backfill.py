@@ -55,13 +55,19 @@ def materialized_partitions(instance: DagsterInstance, assets: Sequence[str] = I
     return set.intersection(*(set(instance.get_materialized_partitions(AssetKey(a))) for a in assets))
 
 
-def contiguous_ranges(ordered: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order."""
-    ranges, start, prev = [], None, None
+def contiguous_ranges(ordered: Sequence[str], wanted: set[str], max_size: int | None = None
+                      ) -> list[tuple[str, str]]:
+    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order, each of at most
+    ``max_size`` partitions (None: unbounded)."""
+    ranges, start, prev, size = [], None, None, 0
     for key in ordered:
         if key in wanted:
-            start = key if start is None else start
-            prev = key
+            if start is not None and max_size is not None and size == max_size:
+                ranges.append((start, prev))
+                start = None
+            if start is None:
+                start, size = key, 0
+            prev, size = key, size + 1
         elif start is not None:
             ranges.append((start, prev))
             start = None
@@ -97,6 +103,11 @@ class Progress:
     _seen: dict[str, set[str]] = field(default_factory=dict)
     _cursors: dict[str, int | None] = field(default_factory=dict)
     _runs_done: set[str] = field(default_factory=set)
+    # The keys as a set: a failed run over N partitions is checked key by key (the list would make it N^2).
+    _wanted: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._wanted = frozenset(self.keys)
 
     @property
     def pending(self) -> list[str]:
@@ -110,7 +121,7 @@ class Progress:
 
     def poll_materializations(self, instance: DagsterInstance) -> list[str]:
         """Partitions newly materialized for every asset since the backfill started."""
-        wanted, newly = set(self.keys), []
+        wanted, newly = self._wanted, []
         for asset in self.assets:
             seen = self._seen.setdefault(asset, set())
             while True:
@@ -139,7 +150,7 @@ class Progress:
         self._runs_done.add(run.run_id)
         newly = []
         for f in failures.failed_partitions_of_run(instance, run, step_failures, failed_at=time.time()):
-            if f.partition in self.keys and f.partition not in self.state:
+            if f.partition in self._wanted and f.partition not in self.state:
                 self.state[f.partition] = (FAILED, f.problem)
                 newly.append(f.partition)
         return newly
@@ -221,9 +232,12 @@ def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], repor
     if not verbose:
         config.update(QUIET_CONSOLE)
     job = defs.resolve_job_def("ingestion_job")
+    from lhc_assets.defs.ingestion.assets import MAX_PARTITIONS_PER_RUN
+
     ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
-    for first, last in contiguous_ranges(ordered, set(keys)):
-        span = ordered.index(last) - ordered.index(first) + 1
+    position = {key: i for i, key in enumerate(ordered)}  # list.index per range would be quadratic
+    for first, last in contiguous_ranges(ordered, set(keys), MAX_PARTITIONS_PER_RUN):
+        span = position[last] - position[first] + 1
         report(f"ingestion: {span} partition(s), {first} ... {last}" if span > 1 else f"ingestion: {first}")
         result = job.execute_in_process(
             instance=instance, raise_on_error=False, run_config=config,
