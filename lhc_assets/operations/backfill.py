@@ -6,11 +6,10 @@ Two ways to run one:
   llf_features is added to the Dagster instance and executed by the daemon (``make ui``, ``dagster dev`` or
   ``dagster-daemon run``), exactly like a backfill launched from the UI. With the assets'
   ``BackfillPolicy.multi_run(max_partitions_per_run=1000)`` the daemon launches one run per contiguous range of
-  up to 1,000 partitions: one Spark job over many files. ``watch`` follows it from the instance and reports every partition as it is
-  materialized or fails.
-* **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range
-  of up to 1,000 partitions,
-  for when no daemon is running.
+  up to 1,000 partitions: one Spark job over many files. ``watch`` follows it from the instance and reports
+  every partition as it is materialized or fails.
+* **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range of up
+  to 1,000 partitions, for when no daemon is running.
 
 Either way a bad file fails only its own partition: the ingestion step publishes the good partitions of a
 run and names the bad ones (``failures.FAILED_PARTITIONS_METADATA``).
