@@ -19,8 +19,8 @@ that this machine executed in-process (``lhc backfill --in-process``, ``make run
 marked failed the next time ``lhc backfill`` or ``lhc failures`` runs.
 
 A backfill is submitted to the instance as an asset backfill of raw_events, hlf_features and llf_features and
-executed by the daemon (one run per contiguous range of up to 1,000 partitions, one Spark job over their files),
-then followed here: each partition is reported as it is materialized or fails. Exit status: 0 when every partition
+executed by the daemon (one run per contiguous range of partitions, i.e. one Spark job over many files), then
+followed here: each partition is reported as it is materialized or fails. Exit status: 0 when every partition
 was materialized, 1 when some failed or did not finish, 2 on a usage problem.
 """
 
