@@ -24,7 +24,7 @@ else
 $(error LHC_DAGSTER_STORAGE is sqlite (default) or postgres, not '$(LHC_DAGSTER_STORAGE)')
 endif
 
-.PHONY: install run physics test test-fast ui daemon webserver lint bench clean check-java browser postgresql postgres-instance screenshots
+.PHONY: install run physics test test-fast ui daemon webserver lint bench clean check-java browser postgresql postgres-instance screenshots compiler
 
 install: $(STAMP)
 
@@ -60,7 +60,7 @@ run: install check-java $(INSTANCE)
 # minutes on 2 cores), in its own data root and Dagster instance so it never mixes with make run's toy data.
 PHYSICS_DATA_ROOT    ?= $(CURDIR)/data-pythia
 PHYSICS_DAGSTER_HOME ?= $(CURDIR)/.dagster_home_pythia
-physics: install check-java
+physics: install check-java compiler
 	LHC_DATA_ROOT=$(PHYSICS_DATA_ROOT) DAGSTER_HOME=$(PHYSICS_DAGSTER_HOME) $(BIN)/lhc-run --source pythia
 
 # Debian's chromium, for the UI end-to-end test (Playwright drives it; no browser download).
@@ -82,8 +82,17 @@ postgresql:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
-test: install check-java browser postgresql
-	$(BIN)/python -m pytest
+# g++, which builds hls4ml's bit-accurate C simulation of the FPGA emulation (fpga_hlf_classifier; its test).
+compiler:
+	@command -v g++ >/dev/null 2>&1 || { \
+	  echo "installing g++ for hls4ml's C simulation (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq g++ >/dev/null; }
+
+# --durations: the slowest tests in every run's output, to keep CI's time in view.
+test: install check-java browser postgresql compiler
+	$(BIN)/python -m pytest --durations=25
 
 # Refreshes docs/images/*.png from the UI end-to-end test.
 screenshots: install check-java browser

@@ -8,6 +8,7 @@ from dagster import BetaWarning, Definitions, in_process_executor, with_source_c
 
 from lhc_assets.defs.automation import retrain_on_new_data, with_retrain_conditions
 from lhc_assets.defs.datasets import dataset_asset_checks, dataset_assets, dataset_jobs
+from lhc_assets.defs.deployment import deployment_assets, deployment_checks, deployment_jobs
 from lhc_assets.defs.evaluation import evaluation_assets, evaluation_jobs, model_checks
 from lhc_assets.defs.ingestion import ingestion_assets, ingestion_jobs
 from lhc_assets.defs.models import model_assets, model_jobs
@@ -29,12 +30,12 @@ def build_definitions() -> Definitions:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # code references are beta in 1.13; the UI shows them fine
         assets = with_retrain_conditions(with_source_code_references(
-            [*ingestion_assets, *dataset_assets, *model_assets, *evaluation_assets, *physics_assets,
-             *monitoring_assets]))
+            [*ingestion_assets, *dataset_assets, *model_assets, *evaluation_assets, *deployment_assets,
+             *physics_assets, *monitoring_assets]))
     return Definitions(
         assets=assets,
-        asset_checks=[*dataset_asset_checks, *model_checks, *monitoring_checks],
-        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs, *evaluation_jobs, *monitoring_jobs],
+        asset_checks=[*dataset_asset_checks, *model_checks, *deployment_checks, *monitoring_checks],
+        jobs=[*ingestion_jobs, *dataset_jobs, *model_jobs, *evaluation_jobs, *deployment_jobs, *monitoring_jobs],
         sensors=[*sensors, retrain_on_new_data],
         resources={
             "spark": spark,

@@ -33,7 +33,7 @@ class StorageResource(ConfigurableResource):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Every run that touches the data records which process executes it, so that a run whose process dies is
         # noticed (resources/process.py). Resources start in the run's own process (in-process executor).
-        run = context.dagster_run
+        run = context.run
         if context.instance is not None and run is not None and context.instance.get_run_by_id(run.run_id):
             from resources.process import process_tags
 

@@ -53,6 +53,9 @@ def test_contiguous_partition_ranges_cover_exactly_the_missing_keys():
     assert contiguous_ranges(order, {"a", "b", "d"}) == [("a", "b"), ("d", "d")]
     assert contiguous_ranges(order, set(order)) == [("a", "e")]
     assert contiguous_ranges(order, set()) == []
+    # Cut to at most max_size partitions per range (the backfill policy's runs).
+    assert contiguous_ranges(order, set(order), max_size=2) == [("a", "b"), ("c", "d"), ("e", "e")]
+    assert contiguous_ranges(order, {"a", "b", "c", "e"}, max_size=2) == [("a", "b"), ("c", "c"), ("e", "e")]
 
 
 def test_every_asset_reads_like_the_pipeline_figure():
@@ -71,4 +74,5 @@ def test_every_asset_reads_like_the_pipeline_figure():
         references = node.metadata["dagster/code_references"].code_references
         assert references and all(Path(r.file_path).is_file() and r.file_path.startswith(str(REPO / "lhc_assets"))
                                   for r in references), key
-    assert groups == {"ingestion", "features", "datasets", "models", "evaluation", "physics", "operations"}
+    assert groups == {"ingestion", "features", "datasets", "models", "evaluation", "deployment", "physics",
+                      "operations"}

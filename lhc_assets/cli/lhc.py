@@ -13,6 +13,8 @@
     lhc failures [--all] [--json]         failed partitions not materialized since (--all: every failure)
     lhc gc [--keep N]                     remove staging left by dead runs and versions older than the
                                           N previous ones (default LHC_KEEP_VERSIONS, 1); report the space
+    lhc trigger-menu [--source onnx] [--efficiency E] [--input-rate-hz R] [--composition ...]
+                                          the ttbar cut per target efficiency and the rates per class it keeps
 
 Failures are read from the Dagster instance's runs and events, whichever way the runs were executed. A run
 that this machine executed in-process (``lhc backfill --in-process``, ``make run``) and whose process died is
@@ -33,6 +35,7 @@ import sys
 import time
 from datetime import datetime
 
+from lhc_assets.cli import trigger_menu
 from lhc_assets.physics.schema import SAMPLES
 
 UI_URL_ENV = "LHC_UI_URL"
@@ -66,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", help="remove staging of dead runs and old versions under the data root")
     g.add_argument("--keep", type=int, default=None, help="previous versions kept per table/model/report "
                    "(default: LHC_KEEP_VERSIONS, else 1)")
+    trigger_menu.add_parser(sub)
     return p
 
 
@@ -123,12 +127,13 @@ def _select(args, instance, storage) -> list[str] | None:
     if new:
         print(f"registered {len(new)} new input file(s) as partitions")
     ordered = list(instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME))
+    known = set(ordered)  # membership per key: a list would make --partitions with many keys quadratic
     if args.all:
         wanted = set(ordered)
     elif args.sample:
         wanted = {k for k in ordered if k.split("/", 1)[0] in args.sample}
     elif args.partitions:
-        unknown = [k for k in args.partitions if k not in ordered]
+        unknown = [k for k in args.partitions if k not in known]
         if unknown:
             print(f"lhc backfill: unknown partition(s): {', '.join(unknown)} (no such file under "
                   f"{storage.incoming}; keys are <sample>/<file stem>, listed in the UI)", file=sys.stderr)
@@ -136,7 +141,7 @@ def _select(args, instance, storage) -> list[str] | None:
         wanted = set(args.partitions)
     else:
         wanted = {r.partition for r in failures.outstanding(instance, failures.recorded_failures(instance))}
-        wanted &= set(ordered)
+        wanted &= known
     if args.missing:
         wanted -= backfill.materialized_partitions(instance)
     return [k for k in ordered if k in wanted]
@@ -255,6 +260,8 @@ def _size(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "trigger-menu":
+        return trigger_menu.run(args, _storage())
     return {"backfill": cmd_backfill, "failures": cmd_failures, "gc": cmd_gc}[args.command](args)
 
 

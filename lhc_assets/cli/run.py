@@ -3,7 +3,8 @@ already exist), materialize the whole asset graph (ingestion, training data, mod
 summary with the model comparison. Safe to re-run: a stage runs only where Dagster reports its assets
 missing or stale, and the summary's counts come from the materializations recorded in the Dagster instance.
 
-``--source pythia`` (``make physics``) generates the sample with the Pythia engine instead of the toy;
+``--source pythia`` (``make physics``) generates the sample with the Pythia engine instead of the toy and ends
+with the HLF classifier's fixed-point FPGA emulation (``--fpga`` asks for it with the toy too);
 ``--models design`` trains with DESIGN.md's settings (learning rate 1e-3, whole particle lists) instead of
 ``make run``'s fast ones.
 """
@@ -71,6 +72,7 @@ QUICK_MODELS_RUN_CONFIG = {"ops": {
     "inclusive_classifier": {"config": {"epochs": 1}},
     "image_classifier": {"config": {"epochs": 1, "eta_bins": 32, "phi_bins": 20, "filters": [4, 8]}},
     "random_forest_baseline": {"config": {"num_trees": 10, "max_depth": 5}},
+    "onnx_models": {"config": {"timing_events": 64, "timing_seconds": 0.1}},
 }}
 
 
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", choices=("fast", "design"), default="fast",
                    help="fast: make run's settings; design: DESIGN.md's (slower, for results)")
     p.add_argument("--quick", action="store_true", help="tiny model settings (smoke test of the whole graph)")
+    p.add_argument("--fpga", action=argparse.BooleanOptionalAction, default=None,
+                   help="also the HLF classifier's hls4ml fixed-point emulation (fpga_hlf_classifier; about a minute; "
+                        "default: with --source pythia)")
     p.add_argument("--verbose", action="store_true", help="Dagster's events and stack traces on the console too")
     return p
 
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = materialize_models(models_run_config(args))
     if ok:
         ok = materialize_file_scores()
+    if ok and (args.fpga if args.fpga is not None else args.source == "pythia"):
+        ok = materialize_fpga()
     materialize_performance()
 
     print(f"\nsummary ({time.perf_counter() - t0:.0f} s)")
@@ -274,9 +281,26 @@ def materialize_models(run_config: dict, defs: Definitions | None = None,
         print("models: up to date with the training data")
         return True
     print(f"models: hyperparameter search, {len(KERAS_MODELS)} Keras classifiers, random forest, Spark scoring, "
-          f"evaluation ({_why(stale)})")
+          f"evaluation, ONNX export ({_why(stale)})")
     result = defs.resolve_job_def("models_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config={**QUIET, **run_config})
+    _report_failures(result)
+    return result.success
+
+
+def materialize_fpga(defs: Definitions | None = None, instance: DagsterInstance | None = None) -> bool:
+    """The HLF classifier's fixed-point emulation, unless Dagster reports it up to date with the classifier."""
+    from dagster import AssetKey
+
+    defs, instance = _defs_and_instance(defs, instance)
+    stale = out_of_date(defs, instance, "deployment_job")
+    if "fpga_hlf_classifier" not in stale:
+        print("FPGA emulation: up to date with the HLF classifier")
+        return True
+    print(f"FPGA emulation: the HLF classifier in hls4ml's fixed-point C simulation, a precision scan "
+          f"({_why({'fpga_hlf_classifier': stale['fpga_hlf_classifier']})})")
+    result = defs.resolve_job_def("deployment_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, asset_selection=[AssetKey("fpga_hlf_classifier")])
     _report_failures(result)
     return result.success
 
@@ -396,6 +420,41 @@ def print_summary(storage, instance: DagsterInstance | None = None) -> None:
               f"{len(SAMPLES)} classes (Petastorm datasets: train_set, test_set, hlf_train_set, hlf_test_set)")
     print(f"  warehouse: {storage.warehouse}")
     print_model_comparison()
+    print_deployment(storage)
+
+
+def _manifest(storage, asset: str) -> dict | None:
+    """An export asset's manifest.json (onnx_models, fpga_hlf_classifier), None if it was never materialized."""
+    import json
+
+    from resources.model_io_manager import ModelNotTrained, model_ref
+
+    try:
+        return json.loads(model_ref(storage, asset).path.read_text())
+    except ModelNotTrained:
+        return None
+
+
+def print_deployment(storage) -> None:
+    """The ONNX export's parity and latency per model, the trigger menu's headline at 99 % ttbar efficiency, and the
+    FPGA emulation's chosen precision."""
+    from lhc_assets.cli import trigger_menu
+
+    onnx = _manifest(storage, "onnx_models")
+    if onnx:
+        print(f"\n  ONNX export (onnx_models; ONNX Runtime, one thread): {'max |ONNX - Keras|':>18s} "
+              f"{'ms/event':>9s} {'events/s (1,024)':>17s}")
+        for name, m in onnx["models"].items():
+            print(f"  {name:30s} {m['max_abs_difference']:18.1e} {m['onnx']['latency_ms_batch1']:9.3f} "
+                  f"{m['onnx']['events_per_s_batch1024']:17,.0f}")
+        print("\n  trigger menu at 99 % ttbar efficiency (lhc trigger-menu; the study's single-lepton stream, "
+              "1 kHz):")
+        trigger_menu.print_headlines(storage, [0.99], indent="  ")
+    fpga = _manifest(storage, "fpga_hlf_classifier")
+    if fpga:
+        print(f"\n  FPGA emulation of the HLF classifier (fpga_hlf_classifier): chosen precision "
+              f"{fpga['chosen_precision'] or 'none'}: {fpga['scan']['choice']['reason']}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,8 +4,9 @@
   after each tick of a cron schedule (nightly at 03:00 UTC by default) if any feature partition was
   materialized since it was last requested. A tick without new data passes; files arriving during the day
   wait for the next tick, so 500 new files cost one retraining, never one per file.
-* Every other asset of the datasets, models and evaluation groups follows its inputs within those groups
-  (requested in the same evaluation, so the whole chain is one run). New feature partitions alone never
+* Every other asset of the datasets, models, evaluation and deployment groups follows its inputs within those
+  groups (a retrained model is re-evaluated, exported to ONNX and emulated in fixed point) and is requested in
+  the same evaluation, so the whole chain is one run. New feature partitions alone never
   request them, and neither do missing or failed feature partitions block them.
 
 The conditions are evaluated by the ``retrain_on_new_data`` sensor, which is **stopped by default**: turn it on
@@ -31,7 +32,7 @@ from dagster import (
 
 RETRAIN_CRON_ENV = "LHC_RETRAIN_CRON"
 DEFAULT_RETRAIN_CRON = "0 3 * * *"
-AUTOMATED_GROUPS = ("datasets", "models", "evaluation")
+AUTOMATED_GROUPS = ("datasets", "models", "evaluation", "deployment")
 
 
 def retrain_cron() -> str:

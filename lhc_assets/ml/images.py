@@ -8,8 +8,9 @@ the scaled HLF, by the non-trainable ``EventImage`` layer, which undoes the scal
 
 * phi is rotated so the lepton sits at phi = 0, and (optionally) eta is reflected so the lepton's eta is
   positive: the classes cannot be told apart by an arbitrary orientation of the event;
-* the grid is ``eta_bins`` x ``phi_bins`` over |eta| < ``eta_max`` and the whole phi circle (periodic: a
-  particle at phi = pi - epsilon lands in the last column, one at -pi in the first);
+* the grid is ``eta_bins`` x ``phi_bins`` over |eta| < ``eta_max`` and the whole phi circle, periodic, with the
+  lepton at the centre of column ``phi_bins // 2`` (columns are 2 pi / phi_bins wide around it; what passes the
+  last column's edge wraps to the first);
 * a pixel holds log(1 + sum of the pT in GeV) of its particles, so a 500 GeV jet does not drown the rest.
 
 Because the layer is part of the image classifier, the classifier reads the same "inclusive" inputs as the
@@ -138,18 +139,23 @@ def draw_images(hlf: tf.Tensor, particles: tf.Tensor, constants: Mapping[str, li
     if grid.reflect_eta:
         eta = eta * tf.where(lepton_eta < 0.0, -1.0, 1.0)
     phi = _wrap(phi - lepton_phi)
-    i = tf.cast(tf.floor((eta + grid.eta_max) / (2.0 * grid.eta_max) * grid.eta_bins), tf.int32)
-    j = tf.math.floormod(tf.cast(tf.floor((phi + math.pi) / (2.0 * math.pi) * grid.phi_bins), tf.int32),
-                         grid.phi_bins)
+    # The lepton (relative phi 0 up to rounding) sits at the centre of column phi_bins // 2, not on an edge: graph
+    # rewrites, XLA and ONNX Runtime round its relative phi differently (+-1e-7), which would flip it between two
+    # columns. The MET's eta is exactly 0 (a constant), so x * (bins / range) + bins / 2 keeps it on one side.
+    i = tf.cast(tf.floor(eta * (grid.eta_bins / (2.0 * grid.eta_max)) + grid.eta_bins / 2), tf.int32)
+    j = tf.math.floormod(tf.cast(tf.floor(phi * (grid.phi_bins / (2.0 * math.pi)) + (grid.phi_bins // 2 + 0.5)),
+                                 tf.int32), grid.phi_bins)
     inside = real & (kind >= 0) & (i >= 0) & (i < grid.eta_bins) & (pt > 0.0)
     event = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(kind))
     pixels = grid.eta_bins * grid.phi_bins * N_CHANNELS
     flat = ((event * grid.eta_bins + i) * grid.phi_bins + j) * N_CHANNELS + kind
     size = batch * pixels
     # Particles outside the grid (or padding) go to one extra segment that is dropped.
-    segments = tf.where(inside, flat, size)
-    summed = tf.math.unsorted_segment_sum(tf.where(inside, pt, 0.0), segments, size + 1)[:size]
-    return tf.reshape(tf.math.log1p(summed), (batch, grid.eta_bins, grid.phi_bins, N_CHANNELS))
+    segments = tf.reshape(tf.where(inside, flat, size), (-1, 1))
+    # A scatter-add of rank-1 indices and log(1 + x) rather than unsorted_segment_sum and log1p: the same numbers,
+    # and ONNX has both (ScatterND with reduction "add", Log), so the model exports (lhc_assets.ml.deployment).
+    summed = tf.tensor_scatter_nd_add(tf.zeros([size + 1]), segments, tf.reshape(tf.where(inside, pt, 0.0), [-1]))
+    return tf.reshape(tf.math.log(1.0 + summed[:size]), (batch, grid.eta_bins, grid.phi_bins, N_CHANNELS))
 
 
 def image_dataset(batches: tf.data.Dataset, scalers: FeatureScalers | Mapping[str, Any],
@@ -226,7 +232,9 @@ def plot_class_images(images: np.ndarray, labels: np.ndarray, class_names: list[
         rows += [(f"{name}: one event", images[k]) for k in np.flatnonzero(labels == c)[:examples]]
     fig = Figure(figsize=(2.2 * N_CHANNELS, 1.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), N_CHANNELS, squeeze=False)
-    extent = (-grid.eta_max, grid.eta_max, -math.pi, math.pi)
+    # Column phi_bins // 2 is centred on the lepton, so the columns' edges sit half a column off +-pi.
+    low = -(grid.phi_bins // 2 + 0.5) * 2.0 * math.pi / grid.phi_bins
+    extent = (-grid.eta_max, grid.eta_max, low, low + 2.0 * math.pi)
     for r, (title, image) in enumerate(rows):
         for ch, channel in enumerate(CHANNELS):
             ax = axes[r][ch]

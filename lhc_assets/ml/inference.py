@@ -7,6 +7,7 @@ process and reused by every later task, because workers are reused and this cach
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ def load_model(path: str | Path):
     return _MODELS[key]
 
 
-def _forward(model):
+def compiled_forward(model):
+    """The model as one cached tf.function in inference mode (one per model object and process)."""
     import tensorflow as tf
 
     if id(model) not in _FORWARD:
@@ -56,27 +58,36 @@ def predict_arrays(
     """
     from lhc_assets.ml.models import sequence_steps
 
-    forward = _forward(model)
-    names = [t.name for t in model.inputs]
+    forward = compiled_forward(model)
+    return predict_chunks(lambda x: forward(x).numpy(), [t.name for t in model.inputs], sequence_steps(model),
+                          hlf_input, gru_input, chunk)
+
+
+def predict_chunks(
+    forward: Callable[[np.ndarray | dict[str, np.ndarray]], np.ndarray], input_names: list[str],
+    fixed_steps: int | None, hlf_input: np.ndarray | None, gru_input: np.ndarray | None, chunk: int | None = None,
+) -> np.ndarray:
+    """``predict_arrays`` for any runtime: ``forward`` maps one chunk of model inputs (an array for a one-input
+    model, a dict by input name otherwise) to its (rows, 3) probabilities; ``fixed_steps`` is the particle rows the
+    model reads (None: any length). ONNX Runtime sessions predict through this too, so both see the same chunks."""
     n = len(hlf_input if hlf_input is not None else gru_input)
     out = np.empty((n, 3), np.float32)
-    if GRU_INPUT not in names:
+    if GRU_INPUT not in input_names:
         chunk = chunk or CHUNK
         for start in range(0, n, chunk):
-            out[start:start + chunk] = forward(hlf_input[start:start + chunk]).numpy()
+            out[start:start + chunk] = forward(hlf_input[start:start + chunk])
         return out
     gru = gru_input.reshape(-1, *GRU_SHAPE)
-    fixed = sequence_steps(model)
-    if fixed is not None:
-        gru = gru[:, -fixed:, :]
-    lengths = real_lengths(gru) if fixed is None else np.full(n, fixed)
+    if fixed_steps is not None:
+        gru = gru[:, -fixed_steps:, :]
+    lengths = real_lengths(gru) if fixed_steps is None else np.full(n, fixed_steps)
     order = np.argsort(lengths, kind="stable")
     chunk = chunk or SEQUENCE_CHUNK
     for start in range(0, n, chunk):
         rows = order[start:start + chunk]
         steps = max(1, int(lengths[rows].max()))
         x = {GRU_INPUT: gru[rows, -steps:, :]}
-        if HLF_INPUT in names:
+        if HLF_INPUT in input_names:
             x[HLF_INPUT] = hlf_input[rows]
-        out[rows] = forward(x if len(names) > 1 else x[GRU_INPUT]).numpy()
+        out[rows] = forward(x if len(input_names) > 1 else x[GRU_INPUT])
     return out

@@ -6,10 +6,10 @@ Two ways to run one:
   llf_features is added to the Dagster instance and executed by the daemon (``make ui``, ``dagster dev`` or
   ``dagster-daemon run``), exactly like a backfill launched from the UI. With the assets'
   ``BackfillPolicy.single_run()`` the daemon launches one run per contiguous range of partitions: one Spark
-  job over many files. ``watch`` follows it from the instance and reports every partition as it is
-  materialized or fails.
-* **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range,
-  for when no daemon is running.
+  job over many files. ``watch`` follows it from the instance and reports
+  every partition as it is materialized or fails.
+* **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range of up
+  to 1,000 partitions, for when no daemon is running.
 
 Either way ``partitions_per_run`` bounds a run to that many partitions (1: one run per file): a failed or killed run
 then costs, and its retry repeats, only its own files, at the price of a process and a Spark start per run. Runs the
@@ -76,13 +76,19 @@ def materialized_partitions(instance: DagsterInstance, assets: Sequence[str] = I
     return set.intersection(*(set(instance.get_materialized_partitions(AssetKey(a))) for a in assets))
 
 
-def contiguous_ranges(ordered: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order."""
-    ranges, start, prev = [], None, None
+def contiguous_ranges(ordered: Sequence[str], wanted: set[str], max_size: int | None = None
+                      ) -> list[tuple[str, str]]:
+    """Partition ranges (first, last) covering exactly ``wanted`` in the instance's key order, each of at most
+    ``max_size`` partitions (None: unbounded)."""
+    ranges, start, prev, size = [], None, None, 0
     for key in ordered:
         if key in wanted:
-            start = key if start is None else start
-            prev = key
+            if start is not None and max_size is not None and size == max_size:
+                ranges.append((start, prev))
+                start = None
+            if start is None:
+                start, size = key, 0
+            prev, size = key, size + 1
         elif start is not None:
             ranges.append((start, prev))
             start = None
@@ -96,16 +102,7 @@ def plan_runs(ordered: Sequence[str], wanted: set[str], partitions_per_run: int 
     each cut into runs of at most ``partitions_per_run`` partitions when it is given."""
     if partitions_per_run is not None and partitions_per_run < 1:
         raise ValueError(f"partitions per run must be at least 1, got {partitions_per_run}")
-    ranges = contiguous_ranges(ordered, wanted)
-    if partitions_per_run is None:
-        return ranges
-    position = {k: i for i, k in enumerate(ordered)}
-    runs = []
-    for first, last in ranges:
-        keys = ordered[position[first]:position[last] + 1]
-        runs += [(chunk[0], chunk[-1]) for chunk in (keys[i:i + partitions_per_run]
-                                                     for i in range(0, len(keys), partitions_per_run))]
-    return runs
+    return contiguous_ranges(ordered, wanted, partitions_per_run)
 
 
 def retry_state(tags: Mapping[str, str], retries_enabled: bool, failed_for_s: float) -> str:
@@ -161,6 +158,11 @@ class Progress:
     retried: set[str] = field(default_factory=set)  # failed runs the daemon retries
     handed_back: set[str] = field(default_factory=set)  # ... whose retry it missed and was given again
     _failed_since: dict[str, float] = field(default_factory=dict)
+    # The keys as a set: a failed run over N partitions is checked key by key (the list would make it N^2).
+    _wanted: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._wanted = frozenset(self.keys)
 
     @property
     def pending(self) -> list[str]:
@@ -174,7 +176,7 @@ class Progress:
 
     def poll_materializations(self, instance: DagsterInstance) -> list[str]:
         """Partitions newly materialized for every asset since the backfill started."""
-        wanted, newly = set(self.keys), []
+        wanted, newly = self._wanted, []
         for asset in self.assets:
             seen = self._seen.setdefault(asset, set())
             while True:
@@ -208,7 +210,7 @@ class Progress:
         newly = []
         for f in failures.failed_partitions_of_run(instance, run, step_failures, failed_at=time.time(),
                                                    run_message=run_message):
-            if f.partition in self.keys and f.partition not in self.state:
+            if f.partition in self._wanted and f.partition not in self.state:
                 self.state[f.partition] = (FAILED, f.problem)
                 newly.append(f.partition)
         return newly
@@ -327,9 +329,13 @@ def materialize_in_process(instance: DagsterInstance, keys: Sequence[str], repor
     if not verbose:
         config.update(QUIET_CONSOLE)
     job = defs.resolve_job_def("ingestion_job")
+    from lhc_assets.defs.ingestion.assets import MAX_PARTITIONS_PER_RUN
+
     ordered = instance.get_dynamic_partitions(PARTITIONS_DEF_NAME)
-    for first, last in plan_runs(ordered, set(keys), partitions_per_run):
-        span = ordered.index(last) - ordered.index(first) + 1
+    position = {key: i for i, key in enumerate(ordered)}  # list.index per range would be quadratic
+    per_run = min(partitions_per_run or MAX_PARTITIONS_PER_RUN, MAX_PARTITIONS_PER_RUN)
+    for first, last in plan_runs(ordered, set(keys), per_run):
+        span = position[last] - position[first] + 1
         report(f"ingestion: {span} partition(s), {first} ... {last}" if span > 1 else f"ingestion: {first}")
         result = job.execute_in_process(
             instance=instance, raise_on_error=False, run_config=config,

@@ -29,6 +29,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("scoring: test split", "event_scores"),
     ("scoring: per file", "file_event_scores"),
     ("evaluation", "model_evaluation"),
+    ("deployment: ONNX export", "onnx_models"),
 )
 
 

@@ -33,6 +33,11 @@ def test_make_run_goes_from_nothing_to_model_evaluation_and_reruns_cheaply(quick
     assert all(0.0 <= float(x) <= 1.0 for v in table.values() for x in v.split())
     reports = list((tmp_path / "data" / "reports" / "model_evaluation").glob("v-*/report.json"))
     assert reports and f"model comparison on the test split (model_evaluation: {reports[0]})" in out
+    # The Keras classifiers exported to ONNX with their parity, and the trigger menu's headline per model.
+    onnx = dict(re.findall(r"^\s+(hlf_classifier|particle_sequence_classifier|inclusive_classifier|image_classifier)"
+                           r"\s+(\d\.\de-\d\d)\s", out, re.M))
+    assert len(onnx) == 4 and all(float(v) < 1e-5 for v in onnx.values()), out
+    assert len(re.findall(r"keep (?:99|100)\.\d % of ttbar at [\d.]+ Hz instead of 1000 Hz", out)) == 4, out
     # Every input file's selected events are scored too (the whole graph).
     assert "file scores: the Keras classifiers over every selected event of the 5 input files" in out
     scored = list((tmp_path / "data" / "warehouse" / "file_event_scores").glob("*/*/v-*/*.parquet"))

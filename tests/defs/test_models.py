@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,6 +17,7 @@ from dagster import AssetKey
 from tests.defs.conftest import failure_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+REPO = Path(__file__).resolve().parents[2]
 KERAS_MODELS = ("hlf_classifier", "particle_sequence_classifier", "inclusive_classifier", "image_classifier")
 # Small everything: the test checks the plumbing and the artifacts, not the physics performance.
 TINY = {"ops": {
@@ -26,6 +31,7 @@ TINY = {"ops": {
     "image_classifier": {"config": {"epochs": 1, "batch_size": 32, "eta_bins": 16, "phi_bins": 12,
                                     "filters": [4, 8], "dense_units": 8}},
     "random_forest_baseline": {"config": {"num_trees": 5, "max_depth": 3}},
+    "onnx_models": {"config": {"timing_events": 32, "timing_seconds": 0.05}},
 }}
 
 
@@ -41,7 +47,7 @@ def _metadata(platform, asset: str) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_files):
+def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_files, capsys):
     import keras
 
     from lhc_assets.ml.inference import predict_arrays
@@ -112,7 +118,64 @@ def test_models_graph_trains_saves_scores_and_evaluates(platform, generated_file
     assert all(r["signal_efficiency"] >= r["signal_efficiency_target"] - 0.05 for r in trigger)
     checks = {e.event_specific_data.check_name for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf"}
+    assert checks == {"models_beat_chance", "inclusive_not_worse_than_hlf", "onnx_matches_keras"}
+    assert all(e.event_specific_data.passed for e in result.all_events
+               if e.event_type_value == "ASSET_CHECK_EVALUATION"
+               and e.event_specific_data.check_name == "onnx_matches_keras")
+
+    # Every Keras classifier exported to ONNX in one version; ONNX Runtime's test-split probabilities are the ones
+    # Spark computed with Keras (same events, same order), and the manifest times both runtimes.
+    onnx_dir = models_root / "onnx_models" / _current_name(models_root, "onnx_models")
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(
+        ["manifest.json", *(f"{m}.onnx" for m in KERAS_MODELS), *(f"{m}.scores.parquet" for m in KERAS_MODELS)])
+    manifest = platform.defs.load_asset_value("onnx_models", instance=platform.instance)
+    for name in KERAS_MODELS:
+        entry = manifest["models"][name]
+        assert entry["max_abs_difference"] < 1e-5 and entry["onnx"]["latency_ms_batch1"] > 0, name
+        onnx_scores = pq.read_table(onnx_dir / entry["scores"]).column("probabilities").to_pylist()
+        if name != "hlf_classifier":  # reads hlf_test_set, not test_set
+            assert entry["events"] == len(test)
+            np.testing.assert_allclose(np.asarray(onnx_scores), np.stack(scores[name].to_numpy()), atol=1e-5)
+    assert _metadata(platform, "onnx_models")["max_abs_difference"] < 1e-5
+
+    # The HLF classifier in hls4ml's fixed-point C simulation (on demand: deployment_job), two precisions; the
+    # trigger menu reads the exported scores of both assets.
+    fpga = platform.defs.resolve_job_def("deployment_job").execute_in_process(
+        instance=platform.instance, raise_on_error=False, asset_selection=[AssetKey("fpga_hlf_classifier")],
+        run_config={"ops": {"fpga_hlf_classifier": {"config": {"precisions": ["ap_fixed<16,6>", "ap_fixed<6,2>"]}}}})
+    assert fpga.success, failure_messages(fpga)
+    fpga_dir = models_root / "fpga_hlf_classifier" / _current_name(models_root, "fpga_hlf_classifier")
+    emulated = platform.defs.load_asset_value("fpga_hlf_classifier", instance=platform.instance)
+    scan = emulated["scan"]
+    assert [r["precision"] for r in scan["fixed"]] == ["ap_fixed<16,6>", "ap_fixed<6,2>"]
+    assert scan["n_events"] == sum(pq.read_metadata(f).num_rows
+                                   for f in materialized_path(storage, "hlf_test_set").glob("*.parquet"))
+    wide, narrow = scan["fixed"]
+    assert wide["max_abs_diff"] < 0.02 < narrow["max_abs_diff"]  # 16 bits follow float, 6 bits do not
+    for name, entry in emulated["models"].items():
+        assert (fpga_dir / entry["scores"]).is_file(), name
+    if emulated["chosen_precision"] is not None:
+        assert (fpga_dir / "hls_project").is_dir() and list((fpga_dir / "hls_project").rglob("*.cpp"))
+    assert _metadata(platform, "fpga_hlf_classifier")["chosen_precision"] == (emulated["chosen_precision"] or "none")
+    from lhc_assets.cli.lhc import main as lhc
+
+    for source, models in (("onnx", set(KERAS_MODELS)),
+                           ("fpga", {f"hlf_classifier@{p}" for p in ("float", "ap_fixed<16,6>", "ap_fixed<6,2>")})):
+        assert lhc(["trigger-menu", "--source", source, "--efficiency", "0.9", "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert {r["model"] for r in rows} == models and all(r["efficiency"]["ttbar"] >= 0.9 for r in rows), rows
+
+    # benchmarks/deployment.py on these trained models (its own process): ONNX and Keras timed, the C simulation.
+    bench = subprocess.run([sys.executable, "benchmarks/deployment.py", "--quick", "--data-root", str(platform.root)],
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    figures = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert set(figures["onnx"]) == set(KERAS_MODELS)
+    for name, m in figures["onnx"].items():
+        assert m["max_abs_difference"] < 1e-5 and m["speedup_batch1"] > 0, name
+        assert m["onnx"]["events_per_s_batch1024"] > 0 and m["keras"]["latency_ms_batch1"] > 0, name
+    assert figures["fpga"]["precisions"]["ap_fixed<16,6>"]["c_simulation_events_per_s"] > 0
     # The model says how many rows it reads; scoring above fed it exactly those.
     assert _metadata(platform, "particle_sequence_classifier")["sequence_steps"] == 801
     assert _metadata(platform, "inclusive_classifier")["sequence_steps"] == 128

@@ -44,7 +44,7 @@ def _draw(hlf, particles, grid):
 
 def _pixel(eta: float, dphi: float, grid) -> tuple[int, int]:
     return (math.floor((eta + grid.eta_max) / (2 * grid.eta_max) * grid.eta_bins),
-            math.floor((dphi + math.pi) / (2 * math.pi) * grid.phi_bins) % grid.phi_bins)
+            math.floor(dphi / (2 * math.pi) * grid.phi_bins + grid.phi_bins // 2 + 0.5) % grid.phi_bins)
 
 
 def test_particles_land_in_their_pixels_in_the_leptons_frame_with_wraparound_and_reflection():
@@ -73,9 +73,10 @@ def test_particles_land_in_their_pixels_in_the_leptons_frame_with_wraparound_and
     for (i, j, c), pt in expected.items():
         assert image[i, j, c] == pytest.approx(math.log1p(pt), rel=1e-5), (i, j, CHANNELS[c])
     assert np.count_nonzero(image) == len(expected)
-    # Phi is periodic: the hadrons 3.3 rad below the lepton (past -pi) are in the last column, beside the
-    # first one, not lost off the edge.
-    assert _pixel(2.0, 2 * math.pi - 3.3, grid)[1] == grid.phi_bins - 1
+    # Phi is periodic: the lepton is at the centre of column phi_bins // 2, so the opposite column 0 straddles
+    # phi = +-pi, and the hadrons 3.3 rad below the lepton (past -pi) are there, not lost off the edge.
+    assert _pixel(1.2, 0.0, grid)[1] == grid.phi_bins // 2
+    assert _pixel(2.0, 2 * math.pi - 3.3, grid)[1] == _pixel(2.0, -math.pi + 0.01, grid)[1] == 0
 
 
 def test_without_reflection_eta_keeps_its_sign_and_padding_only_events_are_blank():

@@ -354,3 +354,46 @@ def test_a_keras_model_saved_but_its_history_not_keeps_the_previous_model(storag
     assert _listing(storage.models / "hlf_classifier") == [CURRENT, good.name]
     assert (good / "model.keras").read_bytes() == good_model
     assert json.loads((good / HISTORY_FILE).read_text()) == {"loss": [1.0]}
+
+
+# ---- ExportedModels: files an export asset wrote, published as one version with a manifest ---------------------
+
+
+def test_exported_files_become_one_version_with_their_manifest_and_the_staging_goes(storage):
+    from resources.model_io_manager import MANIFEST_FILE, ExportedModels, export_staging
+
+    manager = KerasModelIOManager(storage=storage)
+    out = export_staging(storage, "onnx_models")
+    assert out.parent == storage.models / "onnx_models" and out.name.startswith(STAGING_PREFIX)
+    (out / "hlf_classifier.onnx").write_bytes(b"onnx")
+    (out / "hls_project" / "firmware").mkdir(parents=True)
+    (out / "hls_project" / "firmware" / "net.cpp").write_text("// c++")
+    manifest = {"models": {"hlf_classifier": {"max_abs_difference": 1e-7}}}
+    metadata = _store(manager, "onnx_models", ExportedModels(out, manifest, {"opset": 17}))
+
+    version = current_version(storage.models / "onnx_models")
+    assert _listing(version) == ["hlf_classifier.onnx", "hls_project", MANIFEST_FILE]
+    assert (version / "hls_project" / "firmware" / "net.cpp").read_text() == "// c++"
+    assert _listing(storage.models / "onnx_models") == [CURRENT, version.name]  # the asset's staging is gone too
+    assert metadata["opset"].value == 17 and metadata["path"].value == str(version / MANIFEST_FILE)
+    # Loaded back as the manifest, or as a reference to it.
+    assert manager.load_input(_in("onnx_models")) == manifest
+    assert manager.load_input(_in("onnx_models", ModelRef)) == ModelRef("onnx_models", version / MANIFEST_FILE)
+
+
+def test_an_export_that_fails_to_publish_keeps_the_previous_version_and_leaves_nothing(storage):
+    from resources.model_io_manager import MANIFEST_FILE, ExportedModels, export_staging
+
+    manager = KerasModelIOManager(storage=storage)
+    first = export_staging(storage, "onnx_models")
+    (first / "a.onnx").write_bytes(b"1")
+    _store(manager, "onnx_models", ExportedModels(first, {"n": 1}))
+    good = current_version(storage.models / "onnx_models")
+
+    bad = export_staging(storage, "onnx_models")
+    (bad / MANIFEST_FILE).write_text("{}")  # a file the manager must write itself
+    with pytest.raises(ValueError, match="written from the manifest"):
+        _store(manager, "onnx_models", ExportedModels(bad, {"n": 2}))
+    assert current_version(storage.models / "onnx_models") == good
+    assert _listing(storage.models / "onnx_models") == [CURRENT, good.name]
+    assert manager.load_input(_in("onnx_models")) == {"n": 1}

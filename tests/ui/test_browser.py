@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "images"
-GROUPS = {"ingestion", "features", "datasets", "models", "evaluation", "physics", "operations"}
+GROUPS = {"ingestion", "features", "datasets", "models", "evaluation", "deployment", "physics", "operations"}
 CHROMIUM_ENV = "LHC_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1600, "height": 1000}
@@ -341,9 +341,12 @@ def _wait_for_run(page: Page, ui: UI, run_id: str, shots: Path) -> None:
         expect(ended.first).to_be_visible(timeout=RUN_S * 1000)
     except AssertionError:
         pytest.fail(f"run {run_id} did not end within {RUN_S} s in the UI\n{ui.log_tail()}")
-    if not success.is_visible():
+    # Judge the element that ended the wait: a second "Success" on the page may be hidden or re-rendering, so
+    # success.is_visible() once said False while this one said "Success" (a loaded machine).
+    status = ended.first.inner_text().strip()
+    if status != "Success":
         page.screenshot(path=str(ui.log.parent / "run_failed.png"))
-        pytest.fail(f"the UI shows run {run_id} as {ended.first.inner_text()}\n{ui.log_tail(120)}")
+        pytest.fail(f"the UI shows run {run_id} as {status}\n{ui.log_tail(120)}")
     expect(page.get_by_text("RUN_SUCCESS", exact=True).first).to_be_visible(timeout=60_000)
     expect(page.get_by_text(f"partition: {ui.partition}")).to_be_visible()
     page.mouse.move(5, VIEWPORT["height"] - 5)

@@ -77,6 +77,12 @@ INGESTION_SPECS = [
     ).with_io_manager_key("warehouse_io_manager"),
 ]
 
+# Partitions per in-process run (lhc backfill --in-process). Creating a run writes one planned event per asset and
+# partition, about 100 per second on SQLite: a daemon backfill run over 50,000 files takes 25 minutes to create and
+# run monitoring fails it after its 300 s start timeout (docs/performance.md, "Many partitions"). 1,000 files (3,000
+# events, about 30 s) per run keep each creation far below that.
+MAX_PARTITIONS_PER_RUN = 1000
+
 
 def _run_tasks(session, files: list[dict], tables: list[str], staging: dict[str, Path], config: IngestionConfig,
                problems: dict[str, str]) -> dict:
@@ -115,8 +121,9 @@ def _publish_good_partitions(context: AssetExecutionContext, io: SparkParquetIOM
     name="delphes_ingestion",
     specs=INGESTION_SPECS,
     partitions_def=delphes_files,
-    # Backfilling many files runs as one Spark job over all of them (the fast path); a run for a
-    # single partition (sensor, UI) fails or succeeds on its own.
+    # Backfilling many files runs as one Spark job over all of them (the fast path); a run for a single partition
+    # (sensor, UI) fails or succeeds on its own. Not multi_run(MAX_PARTITIONS_PER_RUN): `dagster asset materialize
+    # --partition-range` accepts only single_run assets.
     backfill_policy=BackfillPolicy.single_run(),
     can_subset=True,
     description="Reads Delphes ROOT files and computes the event selection, HLF and LLF tables in one pass.",

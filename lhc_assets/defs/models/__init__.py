@@ -14,11 +14,14 @@ from lhc_assets.defs.models.search import hlf_hyperparameter_search
 
 model_assets = [hlf_hyperparameter_search, *keras_classifiers, random_forest_baseline]
 
-# The models and their evaluation on the test split; per-file scoring is on demand (file_scores_job).
+# The models, their evaluation on the test split and their ONNX export (fast); per-file scoring and the FPGA
+# emulation are on demand (file_scores_job, deployment_job).
 models_job = define_asset_job(
     "models_job",
-    selection=AssetSelection.groups("models", "evaluation") - AssetSelection.assets("file_event_scores"),
-    description="Stages 3-4: hyperparameter search, the Keras classifiers, the random forest, scores, evaluation.",
+    selection=(AssetSelection.groups("models", "evaluation") - AssetSelection.assets("file_event_scores"))
+    | AssetSelection.assets("onnx_models"),
+    description=("Stages 3-5: hyperparameter search, the Keras classifiers, the random forest, scores, evaluation, "
+                 "the ONNX export."),
 )
 model_jobs = [models_job]
 
