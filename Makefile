@@ -115,7 +115,7 @@ webserver: install $(INSTANCE)
 lint: install
 	$(BIN)/ruff check .
 
-bench: install check-java
+bench: install check-java browser postgresql compiler
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 	@echo "== benchmarks/generate.py --engine pythia"; $(BIN)/python benchmarks/generate.py --engine pythia --quick
 

@@ -19,9 +19,9 @@ creates stay queued, so nothing executes), then
   page's JS heap and its main-thread script seconds (Chrome DevTools Protocol ``Performance.getMetrics``);
 * ``dagster-daemon run`` on the instance, until its backfill daemon has evaluated the backfill twice (once with
   ``--quick``): the first evaluation requests the runs; the second is the steady state, repeated every 30 s
-  while the runs work. With the ingestion's single-run policy the N contiguous partitions are one run;
-  creating it writes one materialization-planned event per asset and partition (3 N). Reported
-  (``daemon_*``): seconds until the run exists and until the first evaluation is over, each evaluation's
+  while the runs work. ``lhc backfill`` plans one run per 1,000 contiguous partitions (N / 1,000 runs);
+  creating them writes one materialization-planned event per asset and partition (3 N). Reported
+  (``daemon_*``): seconds until the first run exists and until the first evaluation is over, each evaluation's
   seconds (from the daemon's log, 1 s resolution), runs created (their statuses, and the message of a run
   that failed), planned events written, the backfill's status, the daemon's CPU seconds and peak RSS
   (``VmHWM``) and its code server's peak RSS, the sensor's ticks during the first evaluation (its interval is

@@ -5,7 +5,7 @@
     lhc backfill --partitions KEY [KEY]   some partitions (keys as in the UI: <sample>/<file stem>)
     lhc backfill --failed                 the partitions `lhc failures` lists
         [--missing]       only partitions not materialized yet
-        [--partitions-per-run N]  runs of at most N partitions (1: one per file; default: one per contiguous range)
+        [--partitions-per-run N]  runs of at most N partitions (1: one per file; default 1,000)
         [--retries N]     the daemon retries a failed run up to N times (Dagster's dagster/max_retries)
         [--in-process]    run here instead of in the daemon (no `make ui` / dagster-daemon needed)
         [--no-wait]       submit and return; follow the backfill in the UI
@@ -22,7 +22,8 @@ marked failed the next time ``lhc backfill`` or ``lhc failures`` runs; a failed 
 but never did (``dagster_internals.missed_retries``) is handed back to it then too.
 
 A backfill is submitted to the instance as an asset backfill of raw_events, hlf_features and llf_features and
-executed by the daemon (one run per contiguous range of partitions, i.e. one Spark job over many files), then
+executed by the daemon (one run per contiguous range of up to 1,000 partitions, i.e. one Spark job over many
+files), then
 followed here: each partition is reported as it is materialized or fails. Exit status: 0 when every partition
 was materialized, 1 when some failed or did not finish, 2 on a usage problem.
 """
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--missing", action="store_true", help="skip partitions already materialized")
     b.add_argument("--partitions-per-run", type=_at_least(1), metavar="N", default=None,
                    help="at most N partitions per run (1: one run per file, each failed, killed or retried on its "
-                   "own; default: one run per contiguous range, the fastest)")
+                   "own; default 1,000: one Spark job over many files, the fastest)")
     b.add_argument("--retries", type=_at_least(0), metavar="N", default=None,
                    help="the daemon retries a failed run up to N times (a run whose process died, too)")
     b.add_argument("--in-process", action="store_true", help="execute here rather than in the Dagster daemon")
@@ -148,6 +149,7 @@ def _select(args, instance, storage) -> list[str] | None:
 
 
 def cmd_backfill(args) -> int:
+    from lhc_assets.defs.ingestion.assets import MAX_PARTITIONS_PER_RUN
     from lhc_assets.operations import backfill
 
     if args.in_process and args.retries is not None:
@@ -175,11 +177,12 @@ def cmd_backfill(args) -> int:
               "or run here with --in-process", file=sys.stderr)
         return 2
     since = time.time()
-    backfill_id = backfill.submit(instance, keys, partitions_per_run=args.partitions_per_run, retries=args.retries)
-    runs = ""
-    if args.partitions_per_run is not None:
-        ordered = instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME)
-        runs = f" in {len(backfill.plan_runs(ordered, set(keys), args.partitions_per_run))} run(s)"
+    # Runs planned here, never by the assets' single-run policy: a run over more than about 10,000 files takes the
+    # daemon longer to create than run monitoring lets a run take to start (docs/performance.md, "Many partitions").
+    per_run = args.partitions_per_run or MAX_PARTITIONS_PER_RUN
+    backfill_id = backfill.submit(instance, keys, partitions_per_run=per_run, retries=args.retries)
+    ordered = instance.get_dynamic_partitions(backfill.PARTITIONS_DEF_NAME)
+    runs = f" in {len(backfill.plan_runs(ordered, set(keys), per_run))} run(s)"
     retries = f", each retried up to {args.retries} time(s)" if args.retries else ""
     print(f"backfill {backfill_id}: {len(keys)} partition(s) of raw_events, hlf_features, llf_features{runs}"
           f"{retries}; in the UI: {_ui_url()}/runs/b/{backfill_id}")

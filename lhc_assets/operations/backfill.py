@@ -4,10 +4,11 @@ Two ways to run one:
 
 * **Through the instance** (``submit`` then ``watch``): an asset backfill of raw_events, hlf_features and
   llf_features is added to the Dagster instance and executed by the daemon (``make ui``, ``dagster dev`` or
-  ``dagster-daemon run``), exactly like a backfill launched from the UI. With the assets'
-  ``BackfillPolicy.single_run()`` the daemon launches one run per contiguous range of partitions: one Spark
-  job over many files. ``watch`` follows it from the instance and reports
-  every partition as it is materialized or fails.
+  ``dagster-daemon run``), exactly like a backfill launched from the UI. Without ``partitions_per_run`` the
+  assets' ``BackfillPolicy.single_run()`` makes one run per contiguous range of partitions: one Spark job over
+  many files (``lhc backfill`` always passes it, 1,000 by default: a run over more than about 10,000 files takes
+  the daemon longer to create than run monitoring lets a run take to start). ``watch`` follows it from the
+  instance and reports every partition as it is materialized or fails.
 * **In this process** (``materialize_in_process``): the same runs executed here, one per contiguous range of up
   to 1,000 partitions, for when no daemon is running.
 

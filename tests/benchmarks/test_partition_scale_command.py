@@ -70,7 +70,7 @@ def test_a_small_partition_count_is_measured_end_to_end(tmp_path):
     assert r["browser_load_seconds"] > 0 and len(r["browser_load_all_seconds"]) == 1
     assert r["browser_js_heap_mb"] > 0 and r["browser_script_seconds"] > 0 and r["browser_dom_nodes"] > 0
 
-    # The daemon evaluated the backfill: one run over the whole range (single-run policy), left queued.
+    # The daemon evaluated the backfill: one run over the whole range (fewer than 1,000 files), left queued.
     for prefix, planned in (("daemon_", 3 * n), ("daemon_subset_", 3)):
         assert r[f"{prefix}finished"] is True, r
         assert r[f"{prefix}backfill_seconds"] > 0 and r[f"{prefix}ready_seconds"] > 0

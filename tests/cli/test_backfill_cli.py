@@ -134,7 +134,8 @@ def test_lhc_backfill_all_then_failures_then_backfill_failed(deployment: Deploym
     with deployment.instance() as instance:
         backfill_id = re.search(r"^backfill (\w+):", out.stdout, re.M).group(1)
         runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
-        # The single-run backfill policy: one run (one Spark job) over the four files.
+        # Runs of at most 1,000 files, planned by lhc: one run (one Spark job) over the four files.
+        assert "4 partition(s) of raw_events, hlf_features, llf_features in 1 run(s)" in out.stdout
         assert len(runs) == 1 and runs[0].status == DagsterRunStatus.FAILURE
         for asset in INGESTION:
             assert set(instance.get_materialized_partitions(AssetKey(asset))) == set(good)

@@ -60,7 +60,7 @@ def _slug(precision: str) -> str:
                  "largest probability difference, the C simulation's events/s and a count of multipliers, DSPs "
                  "and weight bits (hls4ml gives no resource estimate without synthesis). The precision chosen by "
                  "the configured rule (default: the smallest whose rejection at 95 % is within 2 % of float's); "
-                 "its HLS project, scan.json and the test-split scores of every precision, versioned."),
+                 "its HLS project, the scan (manifest.json) and the test-split scores of every precision, versioned."),
 )
 def fpga_hlf_classifier(context: AssetExecutionContext, config: FpgaEmulationConfig, storage: StorageResource,
                         hlf_classifier: ModelRef, hlf_test_set: TableRef) -> ExportedModels:

@@ -77,7 +77,7 @@ INGESTION_SPECS = [
     ).with_io_manager_key("warehouse_io_manager"),
 ]
 
-# Partitions per in-process run (lhc backfill --in-process). Creating a run writes one planned event per asset and
+# Partitions per run of `lhc backfill` (daemon and --in-process). Creating a run writes one planned event per asset and
 # partition, about 100 per second on SQLite: a daemon backfill run over 50,000 files takes 25 minutes to create and
 # run monitoring fails it after its 300 s start timeout (docs/performance.md, "Many partitions"). 1,000 files (3,000
 # events, about 30 s) per run keep each creation far below that.
