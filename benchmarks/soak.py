@@ -74,6 +74,7 @@ TEMPLATE = REPO / "deploy" / "dagster.postgres.yaml"
 INGESTION = ("raw_events", "hlf_features", "llf_features")
 SENSOR = "new_delphes_files_sensor"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+MAX_TMPDIR_CHARS = 40
 ORPHAN_GRACE_S = 60.0  # a killed run's JVM or Python worker alive longer than this is a leak
 
 
@@ -542,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                     copy = shutil.copytree if (base / log).is_dir() else shutil.copy
                     copy(base / log, opts.keep_logs / Path(log).name)
         shutil.rmtree(base, ignore_errors=True)
+        for scratch in {base.parent / f"{base.name}-tmp", Path("/tmp") / f"{base.name}-tmp"}:
+            # A killed code server leaves its temporary directory behind.
+            shutil.rmtree(scratch, ignore_errors=True)
     checks = result.get("checks", {})
     if not result["postgres_stopped"]:
         checks["no_process_left"] = {"ok": False, "problems": [f"the PostgreSQL server {postmaster}"]}
@@ -556,7 +560,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_soak(opts: Options, base: Path, pg: LocalPostgres) -> dict:
     home, data, stash = base / "home", base / "data", base / "stash"
     os.environ.update(pg.env())  # this process reads the instance too
-    env = {**os.environ, **pg.env(), "DAGSTER_HOME": str(home), "LHC_DATA_ROOT": str(data),
+    scratch = base.parent / f"{base.name}-tmp"  # the processes' temporary files: removed with base (main)
+    if len(str(scratch)) > MAX_TMPDIR_CHARS:  # multiprocessing's sockets there would exceed AF_UNIX's 108 bytes
+        scratch = Path("/tmp") / scratch.name
+    scratch.mkdir()
+    env = {**os.environ, **pg.env(), "DAGSTER_HOME": str(home), "LHC_DATA_ROOT": str(data), "TMPDIR": str(scratch),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "LHC_SPARK_MASTER": "local[2]", "LHC_SPARK_DRIVER_MEMORY": "1g", "PYSPARK_PYTHON": sys.executable,
            "LHC_SENSOR_INTERVAL_S": "5", "LHC_SENSOR_SETTLE_S": "1"}

@@ -28,6 +28,7 @@ def test_quick_soak_on_postgres_ends_complete_with_every_check(tmp_path):
     out = proc.stdout.strip()
     assert out.startswith("{"), proc.stderr[-4000:]
     result = json.loads(out)
+    assert "error" not in result, result["error"]
     failed = {name: check for name, check in result["checks"].items() if not check["ok"]}
     assert proc.returncode == 0 and result["ok"] and not failed, (failed, proc.stderr[-4000:])
     assert set(result["checks"]) == {
